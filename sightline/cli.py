@@ -1,0 +1,204 @@
+"""The `sightline` command: argument parsing and formatting over the same core as the API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from sightline.core import DEFAULT_DATA_DIR, Settings, Sightline
+from sightline.errors import SightlineError
+
+DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=DEFAULT_DATA_DIR, envvar="SIGHTLINE_DATA_DIR", show_default=True,
+                        show_envvar=True, help="Where Sightline keeps its data.")
+
+
+def _fail(exc: SightlineError) -> None:
+    click.secho(f"Error: {exc.detail}", fg="red", err=True)
+    sys.exit(2 if exc.status < 500 else 1)
+
+
+def _open(data_dir: Path, **kwargs) -> Sightline:
+    try:
+        return Sightline(data_dir, **kwargs)
+    except SightlineError as exc:
+        _fail(exc)
+        raise  # unreachable
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record), "level": record.levelname.lower(),
+               "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def _setup_logging(level: str, json_logs: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonFormatter() if json_logs else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="sightline")
+def main() -> None:
+    """Sightline: product analytics, feature flags and experiments on your own machine.
+
+    Point the unmodified PostHog SDKs (posthog-js, posthog-python, posthog-node) at a running
+    `sightline serve` and your events land in an embedded DuckDB store.
+    """
+
+
+@main.command()
+@DATA_DIR
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="SIGHTLINE_HOST",
+              help="Interface to listen on (0.0.0.0 for all).")
+@click.option("--port", default=8000, show_default=True, type=int, envvar="SIGHTLINE_PORT",
+              help="TCP port to listen on.")
+@click.option("--project-token", envvar="SIGHTLINE_PROJECT_TOKEN", show_envvar=True,
+              help="Pin the default project's public token (what SDKs send).")
+@click.option("--api-key", envvar="SIGHTLINE_API_KEY", show_envvar=True,
+              help="Pin a secret personal API key (for reading data and configuration).")
+@click.option("--max-body-mb", default=20, show_default=True, type=int,
+              help="Largest request body accepted, compressed or not, in MB.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--json-logs", is_flag=True, envvar="SIGHTLINE_JSON_LOGS", help="Log one JSON object per line.")
+def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_key: str | None,
+          max_body_mb: int, log_level: str, json_logs: bool) -> None:
+    """Run the Sightline server (capture API, flags, query API) in one process."""
+    import uvicorn
+
+    from sightline.web.app import create_app
+
+    _setup_logging(log_level, json_logs)
+    settings = Settings(max_body_bytes=max_body_mb * 1024 * 1024,
+                        max_decoded_bytes=max_body_mb * 1024 * 1024)
+    core = _open(data_dir, project_token=project_token, api_key=api_key, settings=settings)
+    info = core.bootstrap_info
+    url = f"http://{host}:{port}"
+    click.echo(f"Sightline is starting on {url}  (data: {data_dir.resolve()})")
+    click.echo(f"  Project token (public, for SDKs): {info.project.api_token}")
+    if info.new_api_key:
+        click.echo(f"  Secret API key (shown once, keep it safe): {info.new_api_key}")
+    elif api_key:
+        click.echo("  Secret API key: pinned by SIGHTLINE_API_KEY / --api-key")
+    else:
+        click.echo("  Secret API key: created earlier (make a new one with `sightline keys create`)")
+    click.echo(f"  posthog.init('{info.project.api_token}', {{api_host: '{url}'}})")
+    app = create_app(core)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=15, server_header=False,
+                            log_config=None)
+    uvicorn.Server(config).run()
+
+
+@main.group()
+def keys() -> None:
+    """Secret personal API keys."""
+
+
+@keys.command("create")
+@DATA_DIR
+@click.option("--label", default="created with the CLI", show_default=True, help="What the key is for.")
+def keys_create(data_dir: Path, label: str) -> None:
+    """Create a secret API key and print it (it is shown only once)."""
+    from sightline.meta import MetaStore
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    meta = MetaStore(data_dir / "meta.sqlite")
+    click.echo(meta.create_api_key(label))
+    meta.close()
+
+
+@main.command("import")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@DATA_DIR
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv", "parquet"]), default="auto",
+              show_default=True, help="Input format (auto: from the file name).")
+@click.option("--no-progress", is_flag=True, help="Do not draw a progress bar.")
+def import_(files: tuple[Path, ...], data_dir: Path, fmt: str, no_progress: bool) -> None:
+    """Bulk-load events from JSON lines, CSV or Parquet files.
+
+    Each row is a PostHog-shaped event: `event`, `distinct_id`, `timestamp`, `properties`
+    (a JSON object, a JSON string or a struct) and optionally `uuid`. Events already stored
+    (same uuid) are skipped; invalid rows are counted and reported, never stored.
+    """
+    from sightline.ingest.bulk import import_files
+
+    core = _open(data_dir)
+    try:
+        summary = import_files(core, list(files), fmt=fmt, progress=not no_progress)
+    except SightlineError as exc:
+        core.close()
+        _fail(exc)
+    core.close()
+    click.echo(summary.render())
+
+
+@main.command()
+@DATA_DIR
+@click.option("--events", "n_events", default=200_000, show_default=True, type=click.IntRange(0),
+              help="How many events to generate.")
+@click.option("--seed", default=42, show_default=True, type=int, help="Random seed (same seed, same data).")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1),
+              help="How many days of history, ending now.")
+@click.option("--no-progress", is_flag=True, help="Do not draw a progress bar.")
+def demo(data_dir: Path, n_events: int, seed: int, days: int, no_progress: bool) -> None:
+    """Fill the data directory with a realistic SaaS product's usage (sign-ups, activation,
+    purchases, churn, flags, an experiment), for trying Sightline out."""
+    from sightline.demo import generate
+    from sightline.ingest.bulk import import_events
+
+    core = _open(data_dir)
+    try:
+        summary = import_events(core, generate(n_events, seed=seed, days=days), total=n_events,
+                                progress=not no_progress, label="demo")
+    except SightlineError as exc:
+        core.close()
+        _fail(exc)
+    token = core.project.api_token
+    core.close()
+    click.echo(summary.render())
+    click.echo(f"Demo data is in {data_dir}. Start the server with: sightline serve --data-dir {data_dir}")
+    click.echo(f"Project token: {token}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@DATA_DIR
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default=None,
+              help="Output format (default: from OUT's extension, else parquet).")
+@click.option("--event", "events", multiple=True, help="Only these events (repeatable).")
+@click.option("--after", help="Only events at or after this ISO timestamp.")
+@click.option("--before", help="Only events before this ISO timestamp.")
+def export(out: Path, data_dir: Path, fmt: str | None, events: tuple[str, ...], after: str | None,
+           before: str | None) -> None:
+    """Write your events to a Parquet or JSON-lines file (streamed, any size)."""
+    from sightline.ingest.bulk import export_events
+
+    if fmt is None:
+        fmt = "jsonl" if out.suffix in (".jsonl", ".ndjson", ".json") else "parquet"
+    core = _open(data_dir)
+    try:
+        n = export_events(core, out, fmt=fmt, events=list(events), after=after, before=before)
+    except SightlineError as exc:
+        core.close()
+        _fail(exc)
+    core.close()
+    click.echo(f"Exported {n:,} events to {out} ({fmt}).")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,528 @@
+"""Bulk import and export: files in, files out, at columnar speed.
+
+Import reads JSON lines, CSV or Parquet into Arrow record batches and stores them through
+the writer in large transactions. Each batch is validated with Arrow compute functions; only
+the rows that touch identity (``$identify``, ``$set``, ``$groups``, ...) go through the
+per-event person rules, while the rest get their person by distinct_id in one pass over the
+batch's unique ids. Rows already stored (same project and uuid) are skipped; invalid rows are
+counted by reason and never stored.
+
+Export streams events out of storage batch by batch, so memory stays flat at any size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sightline.errors import InvalidInput
+from sightline.ingest.normalize import (MAX_DISTINCT_ID_LENGTH, normalize_event, parse_timestamp,
+                                        uuid7)
+from sightline.persons.identity import Changes, IdentityState
+from sightline.storage.schema import EVENT_BATCH_SCHEMA, GROUP_COLUMNS
+
+UTC = timezone.utc
+BATCH_ROWS = 250_000
+UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+
+# A row goes through the per-event identity rules if its event is one of these …
+IDENTITY_EVENTS = ("$identify", "$create_alias", "$merge_dangerously", "$groupidentify")
+# … or its properties mention one of these keys.
+IDENTITY_MARKER_RE = r'"\$(set|set_once|unset|groups|process_person_profile)"\s*:'
+
+
+
+@dataclass
+class ImportSummary:
+    label: str = "import"
+    rows_read: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def render(self) -> str:
+        rate = self.rows_read / self.seconds if self.seconds else 0.0
+        lines = [f"{self.label}: read {self.rows_read:,} rows in {self.seconds:.1f}s ({rate:,.0f} rows/s)",
+                 f"  loaded:     {self.loaded:,}",
+                 f"  duplicates: {self.duplicates:,} (already stored, skipped)",
+                 f"  rejected:   {self.rejected_total:,}"]
+        for reason, n in self.rejected.most_common():
+            lines.append(f"    {reason}: {n:,}")
+        return "\n".join(lines)
+
+
+# -- readers: every format becomes Arrow batches of event/distinct_id/timestamp/properties/uuid --
+def _detect_format(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv"),
+                        (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"),
+                        (".jsonl.gz", "jsonl"), (".csv.gz", "csv")):
+        if name.endswith(suffix):
+            return fmt
+    raise InvalidInput(f"Cannot tell the format of {path.name}: use --format jsonl|csv|parquet.",
+                       code="unknown_format")
+
+
+def read_batches(path: Path, fmt: str = "auto", batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch | list]:
+    """Yield Arrow record batches (Parquet, CSV) or lists of dicts (JSON lines)."""
+    fmt = _detect_format(path) if fmt == "auto" else fmt
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InvalidInput(f"{path.name} is not a readable Parquet file: {exc}", code="invalid_file") from None
+        yield from pf.iter_batches(batch_size=batch_rows)
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        convert = pcsv.ConvertOptions(column_types={c: pa.string() for c in
+                                                    ("event", "distinct_id", "timestamp", "properties", "uuid")})
+        try:
+            reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=64 << 20),
+                                   convert_options=convert)
+            for batch in reader:
+                yield batch
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(f"{path.name}: {exc}", code="invalid_file") from None
+    elif fmt == "jsonl":
+        import gzip
+
+        opener = gzip.open if path.name.endswith(".gz") else open
+        rows: list = []
+        with opener(path, "rb") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    rows.append(_BadLine(f"line {lineno}: {exc}"))
+                if len(rows) >= batch_rows // 5:
+                    yield rows
+                    rows = []
+        if rows:
+            yield rows
+    else:
+        raise InvalidInput(f"Unknown format {fmt!r}.", code="unknown_format")
+
+
+@dataclass
+class _BadLine:
+    detail: str
+
+
+def count_rows(path: Path, fmt: str = "auto") -> int | None:
+    """Rows in the file when that is cheap to know (Parquet metadata), else None."""
+    fmt = _detect_format(path) if fmt == "auto" else fmt
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowInvalid, OSError):
+            return None
+    return None
+
+
+# -- the columnar path ----------------------------------------------------------------------
+def _string_column(batch: pa.RecordBatch, name: str) -> pa.Array | None:
+    idx = batch.schema.get_field_index(name)
+    if idx < 0:
+        return None
+    col = batch.column(idx)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col.cast(pa.string())
+    if pa.types.is_struct(col.type) or pa.types.is_map(col.type) or pa.types.is_list(col.type):
+        return pa.array([None if v is None else orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
+                         for v in col.to_pylist()], pa.string())
+    return pc.cast(col, pa.string())
+
+
+def _timestamps(batch: pa.RecordBatch, now: datetime) -> tuple[pa.Array, pa.Array]:
+    """(timestamps in UTC µs, validity mask). A missing timestamp means now."""
+    idx = batch.schema.get_field_index("timestamp")
+    target = pa.timestamp("us", tz="UTC")
+    if idx < 0:
+        return pa.array([now] * batch.num_rows, target), pa.array([True] * batch.num_rows)
+    col = batch.column(idx)
+    if pa.types.is_timestamp(col.type):
+        out = col if col.type.tz else pc.assume_timezone(col, "UTC")
+        out = out.cast(target)
+    elif pa.types.is_integer(col.type):  # epoch milliseconds
+        out = pc.cast(pc.multiply(col.cast(pa.int64()), 1000), pa.timestamp("us")).cast(target)
+    else:
+        text = col.cast(pa.string())
+        try:
+            out = pc.cast(text, target)
+        except pa.ArrowInvalid:
+            try:
+                out = pc.assume_timezone(pc.cast(text, pa.timestamp("us")), "UTC")
+            except pa.ArrowInvalid:
+                parsed = [parse_timestamp(v) for v in text.to_pylist()]
+                valid = pa.array([p is not None or v is None for p, v in zip(parsed, text.to_pylist())])
+                return pa.array([p or now for p in parsed], target), valid
+    valid = pc.invert(pc.is_null(out))
+    missing = pc.is_null(col) if idx >= 0 else None
+    filled = pc.if_else(pc.is_null(out), pa.scalar(now, target), out)
+    return filled, pc.or_(valid, missing)
+
+
+def _reject(summary: ImportSummary, mask: pa.Array, reason: str, keep: pa.Array) -> pa.Array:
+    """Count rows that are still kept and fail ``mask`` under ``reason``; drop them from ``keep``."""
+    bad = pc.and_(keep, pc.invert(pc.fill_null(mask, False)))
+    n = pc.sum(bad).as_py() or 0
+    if n:
+        summary.rejected[reason] += n
+    return pc.and_(keep, pc.invert(bad))
+
+
+def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) -> pa.Table | None:
+    """Validate one Arrow batch; returns the valid rows as event/distinct_id/timestamp/properties/uuid."""
+    n = batch.num_rows
+    event = _string_column(batch, "event")
+    distinct = _string_column(batch, "distinct_id")
+    if event is None or distinct is None:
+        raise InvalidInput("The file needs at least the columns `event` and `distinct_id` "
+                           f"(it has: {', '.join(batch.schema.names)}).", code="missing_columns")
+    props = _string_column(batch, "properties")
+    if props is None:
+        props = pa.array(["{}"] * n, pa.string())
+    props = pc.fill_null(props, "{}")
+    uuids = _string_column(batch, "uuid")
+    ts, ts_valid = _timestamps(batch, now)
+
+    keep = pa.array([True] * n)
+    keep = _reject(summary, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(event)), 0),
+                   "missing_event_name", keep)
+    keep = _reject(summary, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(distinct)), 0),
+                   "missing_distinct_id", keep)
+    keep = _reject(summary, ts_valid, "invalid_timestamp", keep)
+    keep = _reject(summary, pc.starts_with(pc.utf8_ltrim_whitespace(props), "{"),
+                   "invalid_properties", keep)
+    if uuids is not None:
+        ok_uuid = pc.or_(pc.is_null(uuids), pc.match_substring_regex(uuids, UUID_RE))
+        keep = _reject(summary, ok_uuid, "invalid_uuid", keep)
+    keep = pc.and_(keep, pc.not_equal(event, "$performance_event"))
+    table = pa.table({"event": event, "distinct_id": pc.utf8_slice_codeunits(distinct, 0, MAX_DISTINCT_ID_LENGTH),
+                      "timestamp": ts, "properties": props,
+                      "uuid": uuids if uuids is not None else pa.nulls(n, pa.string())})
+    table = table.filter(keep)
+    if table.num_rows == 0:
+        return None
+    # uuids: canonical lowercase with dashes; generate UUIDv7s where missing
+    col = table.column("uuid")
+    if col.null_count:
+        values = col.to_pylist()
+        ms = [int(t.timestamp() * 1000) for t in table.column("timestamp").to_pylist()] if col.null_count else []
+        values = [v if v is not None else uuid7(ms[i]) for i, v in enumerate(values)]
+        col = pa.array(values, pa.string())
+    col = pc.utf8_lower(col)
+    if not pc.all(pc.equal(pc.utf8_length(col), 36)).as_py():
+        col = pa.array([str(__import__("uuid").UUID(v)) for v in col.to_pylist()], pa.string())
+    return table.set_column(table.schema.get_field_index("uuid"), "uuid", col)
+
+
+def _identity_rows(table: pa.Table) -> pa.Array:
+    mask = pc.is_in(table.column("event"), value_set=pa.array(IDENTITY_EVENTS))
+    props = table.column("properties")
+    # one cheap pass finds candidates; the exact markers only run on those
+    candidates = pc.match_substring(props, '"$')
+    if pc.any(candidates).as_py():
+        hits = pc.match_substring_regex(props, IDENTITY_MARKER_RE)
+        mask = pc.or_(mask, hits)
+    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+
+
+def resolve_persons(table: pa.Table, project_id: int, identity: IdentityState, changes: Changes,
+                    now: datetime) -> pa.Table:
+    """Runs in the writer thread: person ids and groups for a validated batch, in time order."""
+    n = table.num_rows
+    person_ids: dict[int, str] = {}
+    groups: list[dict[int, str]] = [{} for _ in GROUP_COLUMNS]
+    special = _identity_rows(table)
+    special_idx = pc.indices_nonzero(special)
+    if len(special_idx):  # identity rules apply in time order
+        order = pc.sort_indices(table.column("timestamp").take(special_idx))
+        special_idx = special_idx.take(order)
+    special_idx = special_idx.to_pylist()
+    if special_idx:
+        sub = table.take(special_idx)
+        cols = {name: sub.column(name).to_pylist() for name in ("event", "distinct_id", "timestamp",
+                                                                  "properties", "uuid")}
+        for j, row in enumerate(special_idx):
+            raw = {"event": cols["event"][j], "distinct_id": cols["distinct_id"][j],
+                   "uuid": cols["uuid"][j], "properties": orjson.loads(cols["properties"][j])}
+            try:
+                ev = normalize_event(raw, now=now, sent_at=None)
+            except InvalidInput:
+                ev = None
+            if ev is None:  # cannot happen for rows prepare_batch kept; be safe anyway
+                person_ids[row] = identity.get_or_create(project_id, cols["distinct_id"][j],
+                                                         cols["timestamp"][j], changes).id
+                continue
+            ev.timestamp = cols["timestamp"][j]
+            identity.process(project_id, ev, changes)
+            person_ids[row] = ev.person_id
+            for gi, key in ev.groups.items():
+                groups[gi][row] = key
+    # every other row: the person of its distinct_id (created on first sight)
+    plain_mask = pc.invert(special)
+    plain = table.filter(plain_mask)
+    pids = pa.nulls(n, pa.string())
+    if plain.num_rows:
+        firsts = plain.group_by("distinct_id").aggregate([("timestamp", "min")])
+        mapping: dict[str, str] = {}
+        for did, ts in zip(firsts.column("distinct_id").to_pylist(),
+                           firsts.column("timestamp_min").to_pylist()):
+            person = identity.get_or_create(project_id, did, ts, changes)
+            if ts < person.created_at:
+                person.created_at = ts
+                changes.touch(person)
+            mapping[did] = person.id
+        uniq = pa.array(list(mapping), pa.string())
+        pids = pa.array(list(mapping.values()), pa.string()).take(
+            pc.index_in(table.column("distinct_id"), value_set=uniq))
+    if special_idx:
+        in_order = pc.indices_nonzero(special).to_pylist()
+        pids = pc.replace_with_mask(pids, special, pa.array([person_ids[i] for i in in_order], pa.string()))
+    group_arrays = []
+    for sparse in groups:
+        if not sparse:
+            group_arrays.append(pa.nulls(n, pa.string()))
+            continue
+        values: list[str | None] = [None] * n
+        for row, key in sparse.items():
+            values[row] = key
+        group_arrays.append(pa.array(values, pa.string()))
+    return pa.table({
+        "uuid": table.column("uuid"),
+        "project_id": pa.repeat(pa.scalar(project_id, pa.int32()), n),
+        "event": table.column("event"),
+        "distinct_id": table.column("distinct_id"),
+        "person_id": pids,
+        "timestamp": table.column("timestamp"),
+        "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
+        "properties": table.column("properties"),
+        **{col: group_arrays[i] for i, col in enumerate(GROUP_COLUMNS)},
+    }, schema=EVENT_BATCH_SCHEMA)
+
+
+def _jsonl_to_batch(rows: list, summary: ImportSummary) -> pa.RecordBatch | None:
+    """Rows of a JSON-lines file into the same columns the other formats give."""
+    cols: dict[str, list] = {"event": [], "distinct_id": [], "timestamp": [], "properties": [], "uuid": []}
+    for raw in rows:
+        if isinstance(raw, _BadLine):
+            summary.rejected["invalid_json"] += 1
+            continue
+        if not isinstance(raw, dict):
+            summary.rejected["invalid_event"] += 1
+            continue
+        props = raw.get("properties")
+        if props is not None and not isinstance(props, dict):
+            summary.rejected["invalid_properties"] += 1
+            continue
+        props = dict(props or {})
+        for key in ("$set", "$set_once"):
+            if isinstance(raw.get(key), dict):
+                props[key] = {**props.get(key, {}), **raw[key]}
+        did = raw.get("distinct_id", raw.get("$distinct_id", props.get("distinct_id")))
+        cols["event"].append(raw.get("event") if isinstance(raw.get("event"), str) else None)
+        cols["distinct_id"].append(None if did is None else (did if isinstance(did, str) else orjson.dumps(did).decode()))
+        ts = raw.get("timestamp")
+        cols["timestamp"].append(ts if isinstance(ts, str) else (ts.isoformat() if isinstance(ts, datetime) else None))
+        cols["properties"].append(orjson.dumps(props, option=orjson.OPT_NON_STR_KEYS).decode())
+        uid = raw.get("uuid")
+        cols["uuid"].append(str(uid) if uid not in (None, "") else None)
+    if not cols["event"]:
+        return None
+    return pa.RecordBatch.from_pydict(cols, schema=pa.schema([(k, pa.string()) for k in cols]))
+
+
+# -- driving it ------------------------------------------------------------------------------
+def _dedup(table: pa.Table, storage, project_id: int) -> pa.Table:
+    """Drop rows whose uuid repeats inside the batch or is already stored."""
+    if pc.count_distinct(table.column("uuid")).as_py() != table.num_rows:
+        first: dict[str, int] = {}
+        for i, u in enumerate(table.column("uuid").to_pylist()):
+            first.setdefault(u, i)
+        table = table.take(sorted(first.values()))
+    ts = table.column("timestamp")
+    existing = storage.existing_uuids(project_id, table.column("uuid").combine_chunks(),
+                                      pc.min(ts).as_py(), pc.max(ts).as_py())
+    if existing:
+        table = table.filter(pc.invert(pc.is_in(table.column("uuid"), value_set=pa.array(list(existing)))))
+    return table
+
+
+def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: ImportSummary,
+                   project_id: int | None = None, progress=None) -> ImportSummary:
+    """Validate batches here while the writer thread stores the previous one (one in flight)."""
+    project = core.resolve_project(project_id)
+    writer = core.writer
+    storage = core.storage
+    in_flight = None
+
+    def settle() -> None:
+        nonlocal in_flight
+        if in_flight is not None:
+            future, candidates = in_flight
+            in_flight = None
+            stored = future.result()
+            summary.loaded += stored
+            summary.duplicates += candidates - stored
+
+    try:
+        for batch in batches:
+            if isinstance(batch, list):
+                batch = _jsonl_to_batch(batch, summary)
+                if batch is None:
+                    continue
+            summary.rows_read += batch.num_rows
+            now = datetime.now(UTC)
+            table = prepare_batch(batch, summary, now)
+            if progress is not None:
+                progress.update(batch.num_rows)
+            if table is None:
+                continue
+
+            def job(identity: IdentityState, changes: Changes, table=table, pid=project.id,
+                    now=now) -> pa.Table:
+                return resolve_persons(_dedup(table, storage, pid), pid, identity, changes, now)
+
+            settle()
+            in_flight = (writer.submit_job(job), table.num_rows)
+    finally:
+        settle()
+    return summary
+
+
+def import_files(core, paths: Sequence[Path], *, fmt: str = "auto", project_id: int | None = None,
+                 progress: bool = True) -> ImportSummary:
+    summary = ImportSummary(label="import", files=[str(p) for p in paths])
+    started = time.perf_counter()
+    for path in paths:
+        total = count_rows(path, fmt)
+        bar = _progress_bar(progress, total, path.name, unit_size=None if total else path.stat().st_size)
+        try:
+            import_batches(core, read_batches(path, fmt), summary=summary, project_id=project_id,
+                           progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def import_events(core, events: Iterable[dict], *, total: int | None = None, progress: bool = True,
+                  label: str = "import", project_id: int | None = None,
+                  batch_rows: int = 50_000) -> ImportSummary:
+    """Import PostHog-shaped event dicts (e.g. from :func:`sightline.demo.generate`)."""
+    summary = ImportSummary(label=label)
+    started = time.perf_counter()
+    bar = _progress_bar(progress, total, label)
+
+    def chunks() -> Iterator[list]:
+        chunk: list = []
+        for ev in events:
+            chunk.append(ev)
+            if len(chunk) >= batch_rows:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    try:
+        import_batches(core, chunks(), summary=summary, project_id=project_id, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _progress_bar(enabled: bool, total: int | None, desc: str, unit_size: int | None = None):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, mininterval=0.5, leave=False)
+
+
+# -- export ----------------------------------------------------------------------------------
+EXPORT_SQL = (
+    "SELECT CAST(e.uuid AS VARCHAR) AS uuid, e.event, e.distinct_id, "
+    "CAST(coalesce(o.override_person_id, e.person_id) AS VARCHAR) AS person_id, e.timestamp, "
+    "CAST(e.properties AS VARCHAR) AS properties "
+    "FROM events e LEFT JOIN person_overrides o ON o.project_id = e.project_id "
+    "AND o.old_person_id = e.person_id WHERE {where} ORDER BY e.timestamp, e.uuid")
+
+
+def export_events(core, out: Path, *, fmt: str = "parquet", events: Sequence[str] = (),
+                  after: Any = None, before: Any = None, project_id: int | None = None) -> int:
+    """Stream the project's events to ``out``; returns how many were written."""
+    project = core.resolve_project(project_id)
+    where = ["e.project_id = $project"]
+    params: dict[str, Any] = {"project": project.id}
+    if events:
+        where.append("e.event IN (SELECT unnest($events))")
+        params["events"] = list(events)
+    for name, op, value in (("after", ">=", after), ("before", "<", before)):
+        if value:
+            ts = parse_timestamp(str(value))
+            if ts is None:
+                raise InvalidInput(f"--{name} must be an ISO-8601 timestamp.", code="invalid_timestamp")
+            where.append(f"e.timestamp {op} ${name}")
+            params[name] = ts
+    sql = EXPORT_SQL.format(where=" AND ".join(where))
+    tmp = out.with_name(out.name + ".partial")
+    written = 0
+    batches = core.storage.stream(sql, params)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        writer = None
+        try:
+            for batch in batches:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, batch.schema, compression="zstd")
+                writer.write_batch(batch)
+                written += batch.num_rows
+            if writer is None:
+                schema = pa.schema([("uuid", pa.string()), ("event", pa.string()), ("distinct_id", pa.string()),
+                                    ("person_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+                                    ("properties", pa.string())])
+                writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        finally:
+            if writer is not None:
+                writer.close()
+    elif fmt == "jsonl":
+        with open(tmp, "wb") as fh:
+            for batch in batches:
+                cols = batch.to_pydict()
+                for i in range(batch.num_rows):
+                    fh.write(orjson.dumps({
+                        "uuid": cols["uuid"][i], "event": cols["event"][i],
+                        "distinct_id": cols["distinct_id"][i], "person_id": cols["person_id"][i],
+                        "timestamp": cols["timestamp"][i].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                        "properties": orjson.loads(cols["properties"][i] or "{}")}) + b"\n")
+                written += batch.num_rows
+    else:
+        raise InvalidInput(f"Unknown export format {fmt!r}: use parquet or jsonl.", code="unknown_format")
+    tmp.replace(out)
+    return written

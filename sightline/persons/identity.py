@@ -1,0 +1,409 @@
+"""Persons and identity: which person each distinct_id belongs to, and what we know of them.
+
+PostHog's rules (spec analytics §7), applied by the single ingestion writer in arrival order:
+
+* an unknown distinct_id gets a new person whose id is derived from the project and the
+  distinct_id (uuid5), so personless events and later profiles agree on the id;
+* ``$identify`` / ``$create_alias`` join the anonymous id to the identified one, merging two
+  persons unless the *source* person is already identified (``cannot_merge_already_identified``);
+  ``$merge_dangerously`` merges without that guard;
+* ``$set`` / ``$set_once`` / ``$unset`` update person properties. Sightline orders updates by
+  **event timestamp**: a value only replaces one written by an older event, so back-filled
+  imports never overwrite newer values (``$set_once`` keeps the earliest value);
+* every merge appends a :class:`MergeRecord` (the merge log) and an override ``old → new``
+  that queries apply, so events keep the person id they were ingested with.
+
+The state lives in memory (:class:`IdentityState`) and every mutation is also recorded in a
+:class:`Changes` object that the writer persists in the same transaction as the events.
+"""
+
+from __future__ import annotations
+
+import uuid as _uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from sightline.ingest.normalize import Event
+
+PERSON_NAMESPACE = _uuid.UUID("6f1f9a54-6a43-4c1e-9a61-7d5b1f0e2c11")
+MAX_GROUP_TYPES = 5
+
+ILLEGAL_IDS_CI = frozenset({"anonymous", "guest", "distinctid", "distinct_id", "id", "not_authenticated",
+                            "email", "undefined", "true", "false"})
+ILLEGAL_IDS_CS = frozenset({"[object Object]", "NaN", "None", "none", "null", "0"})
+
+
+def person_uuid(project_id: int, distinct_id: str) -> str:
+    """The id of the person first created for ``distinct_id`` (and of its personless events)."""
+    return str(_uuid.uuid5(PERSON_NAMESPACE, f"{project_id}:{distinct_id}"))
+
+
+def is_illegal_id(distinct_id: str | None) -> bool:
+    if distinct_id is None or not distinct_id.strip():
+        return True
+    return distinct_id.lower() in ILLEGAL_IDS_CI or distinct_id in ILLEGAL_IDS_CS
+
+
+@dataclass(slots=True)
+class Person:
+    id: str
+    project_id: int
+    created_at: datetime
+    properties: dict[str, Any] = field(default_factory=dict)
+    # epoch seconds of the event that last wrote each key; unset keys keep a tombstone here
+    properties_ts: dict[str, float] = field(default_factory=dict)
+    # keys whose current value came from $set_once (an earlier $set_once may replace them)
+    once_keys: set[str] = field(default_factory=set)
+    is_identified: bool = False
+    version: int = 0
+    distinct_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Group:
+    project_id: int
+    group_type_index: int
+    group_key: str
+    created_at: datetime
+    properties: dict[str, Any] = field(default_factory=dict)
+    properties_ts: dict[str, float] = field(default_factory=dict)
+    version: int = 0
+
+
+@dataclass(slots=True)
+class MergeRecord:
+    project_id: int
+    merged_at: datetime
+    source_person_id: str
+    target_person_id: str
+    source_distinct_ids: list[str]
+    source_properties: dict[str, Any]
+    source_is_identified: bool
+    source_created_at: datetime
+    reason: str  # the event that caused it: $identify, $create_alias, $merge_dangerously
+
+
+@dataclass(slots=True)
+class Warning:
+    project_id: int
+    type: str
+    details: dict[str, Any]
+    timestamp: datetime
+
+
+@dataclass
+class Changes:
+    """Everything one write transaction must persist besides the events themselves."""
+
+    persons: dict[str, Person] = field(default_factory=dict)          # upserts by id
+    deleted_persons: set[str] = field(default_factory=set)
+    distinct_ids: dict[tuple[int, str], str] = field(default_factory=dict)  # → person id
+    overrides: dict[tuple[int, str], str] = field(default_factory=dict)     # old → new
+    merges: list[MergeRecord] = field(default_factory=list)
+    groups: dict[tuple[int, int, str], Group] = field(default_factory=dict)
+    group_types: list[tuple[int, str, int]] = field(default_factory=list)
+    warnings: list[Warning] = field(default_factory=list)
+
+    def touch(self, person: Person) -> None:
+        self.persons[person.id] = person
+        self.deleted_persons.discard(person.id)
+
+    def __bool__(self) -> bool:
+        return bool(self.persons or self.deleted_persons or self.distinct_ids or self.overrides
+                    or self.merges or self.groups or self.group_types or self.warnings)
+
+
+def _ts(event: Event) -> float:
+    return event.timestamp.timestamp()
+
+
+def apply_set(target: Person | Group, values: dict[str, Any], ts: float) -> bool:
+    """``$set``: a key is written unless an event newer than ``ts`` already wrote it."""
+    changed = False
+    for key, value in values.items():
+        if target.properties_ts.get(key, float("-inf")) <= ts:
+            if target.properties.get(key, _MISSING) != value or key not in target.properties:
+                target.properties[key] = value
+                changed = True
+            target.properties_ts[key] = ts
+            if isinstance(target, Person):
+                target.once_keys.discard(key)
+    return changed
+
+
+def apply_set_once(person: Person, values: dict[str, Any], ts: float) -> bool:
+    """``$set_once``: write absent keys; an earlier event's ``$set_once`` beats a later one's."""
+    changed = False
+    for key, value in values.items():
+        present = key in person.properties
+        if not present and key not in person.properties_ts:
+            pass
+        elif not present:
+            # a tombstone from $unset: only an event after the unset may set it again
+            if person.properties_ts[key] > ts:
+                continue
+        elif not (key in person.once_keys and person.properties_ts.get(key, 0.0) > ts):
+            continue
+        person.properties[key] = value
+        person.properties_ts[key] = ts
+        person.once_keys.add(key)
+        changed = True
+    return changed
+
+
+def apply_unset(person: Person, keys: Iterable[str], ts: float) -> bool:
+    changed = False
+    for key in keys:
+        if person.properties_ts.get(key, float("-inf")) <= ts:
+            if key in person.properties:
+                del person.properties[key]
+                changed = True
+            person.properties_ts[key] = ts
+            person.once_keys.discard(key)
+    return changed
+
+
+_MISSING = object()
+
+
+class IdentityState:
+    """The identity graph of every project, owned by one writer thread."""
+
+    def __init__(self) -> None:
+        self.persons: dict[str, Person] = {}
+        self.distinct_ids: dict[tuple[int, str], str] = {}
+        self.overrides: dict[tuple[int, str], str] = {}
+        self._override_sources: dict[tuple[int, str], set[str]] = {}
+        self.groups: dict[tuple[int, int, str], Group] = {}
+        self.group_types: dict[int, dict[str, int]] = {}
+
+    # -- loading -------------------------------------------------------------------------
+    def add_loaded_person(self, person: Person) -> None:
+        self.persons[person.id] = person
+
+    def add_loaded_distinct_id(self, project_id: int, distinct_id: str, person_id: str) -> None:
+        self.distinct_ids[(project_id, distinct_id)] = person_id
+        person = self.persons.get(person_id)
+        if person is not None:
+            person.distinct_ids.append(distinct_id)
+
+    def add_loaded_override(self, project_id: int, old: str, new: str) -> None:
+        self.overrides[(project_id, old)] = new
+        self._override_sources.setdefault((project_id, new), set()).add(old)
+
+    # -- lookups -------------------------------------------------------------------------
+    def person_for(self, project_id: int, distinct_id: str) -> Person | None:
+        pid = self.distinct_ids.get((project_id, distinct_id))
+        return self.persons.get(pid) if pid else None
+
+    def group_type_index(self, project_id: int, group_type: str, changes: Changes) -> int | None:
+        mapping = self.group_types.setdefault(project_id, {})
+        index = mapping.get(group_type)
+        if index is None:
+            if len(mapping) >= MAX_GROUP_TYPES:
+                return None
+            index = len(mapping)
+            mapping[group_type] = index
+            changes.group_types.append((project_id, group_type, index))
+        return index
+
+    # -- the write path --------------------------------------------------------------------
+    def process(self, project_id: int, event: Event, changes: Changes) -> None:
+        """Resolve ``event.person_id`` and ``event.groups`` and apply its person updates."""
+        props = event.properties
+        self._resolve_groups(project_id, event, changes)
+        name = event.event
+        if name == "$groupidentify":
+            self._group_identify(project_id, event, changes)
+
+        if props.get("$process_person_profile") is False:
+            pid = self.distinct_ids.get((project_id, event.distinct_id))
+            event.person_id = pid or person_uuid(project_id, event.distinct_id)
+            return
+
+        if name == "$identify":
+            anon = props.get("$anon_distinct_id")
+            person = self._join(project_id, event, anon if isinstance(anon, str) else None,
+                                guarded=True, changes=changes)
+        elif name in ("$create_alias", "$merge_dangerously"):
+            alias = props.get("alias")
+            alias_id = alias if isinstance(alias, str) else (str(alias) if alias is not None else None)
+            person = self._join(project_id, event, alias_id, guarded=name == "$create_alias",
+                                changes=changes)
+        else:
+            person = self.get_or_create(project_id, event.distinct_id, event.timestamp, changes)
+
+        event.person_id = person.id
+        ts = _ts(event)
+        changed = False
+        if event.set:
+            changed |= apply_set(person, event.set, ts)
+        if event.set_once:
+            changed |= apply_set_once(person, event.set_once, ts)
+        if event.unset:
+            changed |= apply_unset(person, event.unset, ts)
+        if event.timestamp < person.created_at:
+            person.created_at = event.timestamp
+            changed = True
+        if changed:
+            person.version += 1
+            changes.touch(person)
+
+    def get_or_create(self, project_id: int, distinct_id: str, ts: datetime,
+                       changes: Changes) -> Person:
+        person = self.person_for(project_id, distinct_id)
+        if person is not None:
+            return person
+        pid = person_uuid(project_id, distinct_id)
+        person = self.persons.get(pid)
+        if person is None:
+            person = Person(id=pid, project_id=project_id, created_at=ts)
+            self.persons[pid] = person
+        self._attach(project_id, distinct_id, person, changes)
+        changes.touch(person)
+        return person
+
+    def _attach(self, project_id: int, distinct_id: str, person: Person, changes: Changes) -> None:
+        self.distinct_ids[(project_id, distinct_id)] = person.id
+        person.distinct_ids.append(distinct_id)
+        changes.distinct_ids[(project_id, distinct_id)] = person.id
+        # Personless events sent before this id had a profile carry its derived id.
+        derived = person_uuid(project_id, distinct_id)
+        if derived != person.id and derived not in self.persons:
+            self._set_override(project_id, derived, person.id, changes)
+
+    def _join(self, project_id: int, event: Event, other_id: str | None, *, guarded: bool,
+              changes: Changes) -> Person:
+        """$identify / $create_alias / $merge_dangerously: put ``other_id`` with event.distinct_id."""
+        target_id = event.distinct_id
+        if other_id is None or other_id == target_id:
+            person = self.get_or_create(project_id, target_id, event.timestamp, changes)
+            self._mark_identified(person, changes)
+            return person
+        if is_illegal_id(other_id) or is_illegal_id(target_id):
+            self._warn(project_id, "cannot_merge_with_illegal_distinct_id",
+                       {"distinct_id": target_id, "other_distinct_id": other_id}, event, changes)
+            return self.get_or_create(project_id, target_id, event.timestamp, changes)
+
+        target = self.person_for(project_id, target_id)
+        source = self.person_for(project_id, other_id)
+        if target is None and source is None:
+            # The anonymous id's derived uuid keeps its earlier personless events attached.
+            person = self.get_or_create(project_id, other_id, event.timestamp, changes)
+            self._attach(project_id, target_id, person, changes)
+        elif target is None and guarded and source.is_identified and event.event == "$identify":
+            # identify('A') then identify('C') on one device: C is someone else, not A again.
+            # ($create_alias may add a new id to an identified person: that is what alias is for.)
+            self._warn(project_id, "cannot_merge_already_identified",
+                       {"source_person_id": source.id, "source_distinct_id": other_id,
+                        "target_distinct_id": target_id}, event, changes)
+            person = self.get_or_create(project_id, target_id, event.timestamp, changes)
+        elif target is None:
+            person = source
+            self._attach(project_id, target_id, person, changes)
+        elif source is None:
+            person = target
+            self._attach(project_id, other_id, person, changes)
+        elif source.id == target.id:
+            person = target
+        elif guarded and source.is_identified:
+            self._warn(project_id, "cannot_merge_already_identified",
+                       {"source_person_id": source.id, "target_person_id": target.id,
+                        "source_distinct_id": other_id, "target_distinct_id": target_id},
+                       event, changes)
+            return target
+        else:
+            person = self.merge(project_id, source, target, event.timestamp, event.event, changes)
+        self._mark_identified(person, changes)
+        changes.touch(person)
+        return person
+
+    def _mark_identified(self, person: Person, changes: Changes) -> None:
+        if not person.is_identified:
+            person.is_identified = True
+            person.version += 1
+            changes.touch(person)
+
+    def merge(self, project_id: int, source: Person, target: Person, when: datetime, reason: str,
+              changes: Changes) -> Person:
+        """Merge ``source`` into ``target``: the target's properties win on conflicts."""
+        changes.merges.append(MergeRecord(
+            project_id=project_id, merged_at=when, source_person_id=source.id,
+            target_person_id=target.id, source_distinct_ids=list(source.distinct_ids),
+            source_properties=dict(source.properties), source_is_identified=source.is_identified,
+            source_created_at=source.created_at, reason=reason))
+        for key, value in source.properties.items():
+            if key not in target.properties:
+                target.properties[key] = value
+                target.properties_ts[key] = source.properties_ts.get(key, 0.0)
+                if key in source.once_keys:
+                    target.once_keys.add(key)
+        for did in source.distinct_ids:
+            self.distinct_ids[(project_id, did)] = target.id
+            changes.distinct_ids[(project_id, did)] = target.id
+            target.distinct_ids.append(did)
+        target.created_at = min(target.created_at, source.created_at)
+        target.version += 1
+        del self.persons[source.id]
+        changes.persons.pop(source.id, None)
+        changes.deleted_persons.add(source.id)
+        self._set_override(project_id, source.id, target.id, changes)
+        changes.touch(target)
+        return target
+
+    def _set_override(self, project_id: int, old: str, new: str, changes: Changes) -> None:
+        # Keep the mapping flat: everything that pointed at ``old`` now points at ``new``.
+        moved = self._override_sources.pop((project_id, old), set())
+        sources = self._override_sources.setdefault((project_id, new), set())
+        for earlier in moved | {old}:
+            if earlier == new:
+                self.overrides.pop((project_id, earlier), None)
+                changes.overrides[(project_id, earlier)] = earlier  # identity: drop on persist
+                continue
+            self.overrides[(project_id, earlier)] = new
+            changes.overrides[(project_id, earlier)] = new
+            sources.add(earlier)
+
+    def _resolve_groups(self, project_id: int, event: Event, changes: Changes) -> None:
+        groups = event.properties.get("$groups")
+        if not isinstance(groups, dict):
+            return
+        for group_type, key in groups.items():
+            if key is None or key == "":
+                continue
+            index = self.group_type_index(project_id, str(group_type), changes)
+            if index is None:
+                self._warn(project_id, "too_many_group_types", {"group_type": str(group_type)},
+                           event, changes)
+                continue
+            event.groups[index] = key if isinstance(key, str) else str(key)
+
+    def _group_identify(self, project_id: int, event: Event, changes: Changes) -> None:
+        props = event.properties
+        group_type, key = props.get("$group_type"), props.get("$group_key")
+        if not isinstance(group_type, str) or key in (None, ""):
+            self._warn(project_id, "invalid_groupidentify", {"$group_type": str(group_type),
+                                                              "$group_key": str(key)}, event, changes)
+            return
+        index = self.group_type_index(project_id, group_type, changes)
+        if index is None:
+            self._warn(project_id, "too_many_group_types", {"group_type": group_type}, event, changes)
+            return
+        key = key if isinstance(key, str) else str(key)
+        event.groups.setdefault(index, key)
+        gkey = (project_id, index, key)
+        group = self.groups.get(gkey)
+        if group is None:
+            group = Group(project_id, index, key, created_at=event.timestamp)
+            self.groups[gkey] = group
+        values = props.get("$group_set")
+        if isinstance(values, dict):
+            apply_set(group, values, _ts(event))
+        group.created_at = min(group.created_at, event.timestamp)
+        group.version += 1
+        changes.groups[gkey] = group
+
+    def _warn(self, project_id: int, kind: str, details: dict, event: Event, changes: Changes) -> None:
+        details = {**details, "event_uuid": event.uuid, "event": event.event}
+        changes.warnings.append(Warning(project_id, kind, details, event.timestamp))

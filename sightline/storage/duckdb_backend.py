@@ -1,0 +1,442 @@
+"""The embedded default: one DuckDB file under the data directory.
+
+DuckDB writes each commit to its write-ahead log and syncs it before ``COMMIT`` returns, so a
+batch is durable once :meth:`DuckDBStorage.append` returns; after a crash DuckDB replays the
+log on open. One connection (the writer's) changes data; readers use their own cursors and
+see committed snapshots (MVCC).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from sightline.errors import DataDirLocked, InvalidInput
+from sightline.persons.identity import Changes, Group, IdentityState, Person
+from sightline.storage.base import QueryResult
+from sightline.storage.schema import GROUP_COLUMNS, HOT_PROPERTIES, SCHEMA_VERSION
+
+UTC = timezone.utc
+
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS events_hot (
+    uuid UUID NOT NULL,
+    project_id INTEGER NOT NULL,
+    event VARCHAR NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    person_id UUID NOT NULL,
+    timestamp TIMESTAMPTZ NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    session_id VARCHAR,
+    window_id VARCHAR,
+    properties JSON,
+    elements_chain VARCHAR,
+    {groups},
+    {hot}
+)""".format(groups=",\n    ".join(f"{c} VARCHAR" for c in GROUP_COLUMNS),
+            hot=",\n    ".join(f"{c} VARCHAR" for c in HOT_PROPERTIES.values()))
+
+OTHER_DDL = [
+    """CREATE TABLE IF NOT EXISTS persons (
+        id UUID PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        properties JSON NOT NULL,
+        properties_meta JSON NOT NULL,
+        is_identified BOOLEAN NOT NULL,
+        version BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS person_distinct_ids (
+        project_id INTEGER NOT NULL,
+        distinct_id VARCHAR NOT NULL,
+        person_id UUID NOT NULL,
+        PRIMARY KEY (project_id, distinct_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS person_overrides (
+        project_id INTEGER NOT NULL,
+        old_person_id UUID NOT NULL,
+        override_person_id UUID NOT NULL,
+        PRIMARY KEY (project_id, old_person_id)
+    )""",
+    """CREATE SEQUENCE IF NOT EXISTS person_merge_ids""",
+    """CREATE TABLE IF NOT EXISTS person_merges (
+        id BIGINT PRIMARY KEY DEFAULT nextval('person_merge_ids'),
+        project_id INTEGER NOT NULL,
+        merged_at TIMESTAMPTZ NOT NULL,
+        source_person_id UUID NOT NULL,
+        target_person_id UUID NOT NULL,
+        source_distinct_ids JSON NOT NULL,
+        source_properties JSON NOT NULL,
+        source_is_identified BOOLEAN NOT NULL,
+        source_created_at TIMESTAMPTZ NOT NULL,
+        reason VARCHAR NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS groups (
+        project_id INTEGER NOT NULL,
+        group_type_index INTEGER NOT NULL,
+        group_key VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        properties JSON NOT NULL,
+        properties_meta JSON NOT NULL,
+        version BIGINT NOT NULL,
+        PRIMARY KEY (project_id, group_type_index, group_key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS group_types (
+        project_id INTEGER NOT NULL,
+        group_type VARCHAR NOT NULL,
+        group_type_index INTEGER NOT NULL,
+        PRIMARY KEY (project_id, group_type)
+    )""",
+    """CREATE TABLE IF NOT EXISTS ingestion_warnings (
+        project_id INTEGER NOT NULL,
+        type VARCHAR NOT NULL,
+        details JSON NOT NULL,
+        timestamp TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS sightline_schema (version INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS event_parts (
+        name VARCHAR PRIMARY KEY,
+        rows BIGINT NOT NULL,
+        min_timestamp TIMESTAMPTZ,
+        max_timestamp TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
+]
+
+from sightline.storage.schema import DERIVED_COLUMNS, EVENT_BATCH_SCHEMA  # noqa: E402
+
+
+def _json_path(prop: str) -> str:
+    if not all(c.isalnum() or c in "$_-." for c in prop):
+        raise ValueError(f"unsafe property name for a JSON path: {prop!r}")
+    return f'$."{prop}"'
+
+
+_BATCH_COLUMNS = [f.name for f in EVENT_BATCH_SCHEMA]
+_DERIVED_LIST = "[" + ", ".join(f"'{_json_path(p)}'" for p in DERIVED_COLUMNS) + "]"
+_EVENT_COLUMNS = _BATCH_COLUMNS + list(DERIVED_COLUMNS.values())
+# One SELECT turns a columnar batch into stored event rows, deriving the hot columns.
+_SELECT_EVENTS = (
+    "SELECT {sel} FROM (SELECT *, json_extract_string(properties, {paths}) AS _derived FROM {{src}})").format(
+    sel=", ".join([f"CAST({c} AS UUID) AS {c}" if c in ("uuid", "person_id") else c for c in _BATCH_COLUMNS]
+                  + [f"_derived[{i + 1}] AS {col}" for i, col in enumerate(DERIVED_COLUMNS.values())]),
+    paths=_DERIVED_LIST)
+_INSERT_EVENTS = f"INSERT INTO events_hot ({', '.join(_EVENT_COLUMNS)}) " + _SELECT_EVENTS
+
+_LOCK_RE = re.compile(r"(Conflicting lock|Could not set lock)", re.I)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class DuckDBStorage:
+    dialect = "duckdb"
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if _LOCK_RE.search(str(exc)):
+                raise DataDirLocked(
+                    f"The data directory {self.path.parent} is in use by another Sightline process "
+                    f"(is `sightline serve` running?). Stop it first, or send events to it over "
+                    f"HTTP. DuckDB said: {exc}") from None
+            raise
+        self._lock = threading.Lock()
+        if not read_only:
+            self._create_schema()
+
+    # -- schema -------------------------------------------------------------------------
+    def _create_schema(self) -> None:
+        con = self._con
+        con.execute("BEGIN")
+        con.execute(EVENTS_DDL)
+        for ddl in OTHER_DDL:
+            con.execute(ddl)
+        row = con.execute("SELECT max(version) FROM sightline_schema").fetchone()
+        if row[0] is None:
+            con.execute("INSERT INTO sightline_schema VALUES (?)", [SCHEMA_VERSION])
+        elif row[0] > SCHEMA_VERSION:
+            con.execute("ROLLBACK")
+            raise InvalidInput(
+                f"This data directory uses schema version {row[0]}, newer than this Sightline "
+                f"understands ({SCHEMA_VERSION}). Upgrade Sightline to open it.",
+                code="schema_too_new")
+        self._define_events_view()
+        con.execute("COMMIT")
+        self._remove_orphan_parts()
+
+    # -- the events view: the hot table plus immutable Parquet parts -----------------------
+    @property
+    def parts_dir(self) -> Path:
+        return self.path.parent / "parts"
+
+    def _define_events_view(self) -> None:
+        """(Re)define ``events`` over the hot table and every registered part (in a transaction)."""
+        names = [r[0] for r in self._con.execute("SELECT name FROM event_parts ORDER BY name").fetchall()]
+        cols = ", ".join(_EVENT_COLUMNS)
+        sql = f"CREATE OR REPLACE VIEW events AS SELECT {cols} FROM events_hot"
+        if names:
+            files = ", ".join("'" + str(self.parts_dir / n).replace("'", "''") + "'" for n in names)
+            sql += f" UNION ALL SELECT {cols} FROM read_parquet([{files}])"
+        self._con.execute(sql)
+
+    def _remove_orphan_parts(self) -> None:
+        """Parts written but never committed (a crash in between) were never acknowledged."""
+        if not self.parts_dir.exists():
+            return
+        known = {r[0] for r in self._con.execute("SELECT name FROM event_parts").fetchall()}
+        for f in self.parts_dir.iterdir():
+            if f.name not in known:
+                f.unlink(missing_ok=True)
+
+    def append_part(self, events: pa.Table, changes: Changes) -> None:
+        """Bulk path: write the batch as an immutable Parquet part, then register it and the
+        identity changes in one transaction. Much faster than row inserts for large batches."""
+        import os
+
+        from sightline.ingest.normalize import uuid7
+
+        if events.num_rows == 0:
+            self.append(events, changes)
+            return
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        name = f"events-{uuid7()}.parquet"
+        final = self.parts_dir / name
+        tmp = self.parts_dir / (name + ".tmp")
+        con = self._con
+        with self._lock:
+            con.register("_sl_part", events)
+            try:
+                path_sql = str(tmp).replace("'", "''")
+                con.execute(f"COPY ({_SELECT_EVENTS.format(src='_sl_part')} ORDER BY timestamp) "
+                            f"TO '{path_sql}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
+            finally:
+                con.unregister("_sl_part")
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            dfd = os.open(self.parts_dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            ts = events.column("timestamp")
+            import pyarrow.compute as pc
+
+            con.execute("BEGIN")
+            try:
+                con.execute("INSERT INTO event_parts VALUES (?, ?, ?, ?, ?)",
+                            [name, events.num_rows, pc.min(ts).as_py(), pc.max(ts).as_py(),
+                             datetime.now(UTC)])
+                self._define_events_view()
+                if changes:
+                    self._write_changes(changes)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                final.unlink(missing_ok=True)
+                raise
+
+    def schema_version(self) -> int:
+        return self._con.execute("SELECT max(version) FROM sightline_schema").fetchone()[0]
+
+    # -- the write path ------------------------------------------------------------------
+    def append(self, events: pa.Table, changes: Changes) -> None:
+        con = self._con
+        with self._lock:
+            con.execute("BEGIN")
+            try:
+                if events.num_rows:
+                    con.register("_sl_batch", events)
+                    try:
+                        con.execute(_INSERT_EVENTS.format(src="_sl_batch"))
+                    finally:
+                        con.unregister("_sl_batch")
+                if changes:
+                    self._write_changes(changes)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def _write_changes(self, ch: Changes) -> None:
+        con = self._con
+        if ch.deleted_persons:
+            con.execute("DELETE FROM persons WHERE id IN (SELECT CAST(unnest(?) AS UUID))",
+                        [list(ch.deleted_persons)])
+        if ch.persons:
+            ps = list(ch.persons.values())
+            tbl = pa.table({
+                "id": [p.id for p in ps],
+                "project_id": pa.array([p.project_id for p in ps], pa.int32()),
+                "created_at": pa.array([p.created_at for p in ps], pa.timestamp("us", tz="UTC")),
+                "properties": [_dumps(p.properties) for p in ps],
+                "properties_meta": [_dumps({"ts": p.properties_ts, "once": sorted(p.once_keys)})
+                                    for p in ps],
+                "is_identified": [p.is_identified for p in ps],
+                "version": pa.array([p.version for p in ps], pa.int64()),
+            })
+            self._upsert("persons", tbl, "CAST(id AS UUID), project_id, created_at, properties, "
+                         "properties_meta, is_identified, version")
+        if ch.distinct_ids:
+            items = list(ch.distinct_ids.items())
+            tbl = pa.table({
+                "project_id": pa.array([k[0] for k, _ in items], pa.int32()),
+                "distinct_id": [k[1] for k, _ in items],
+                "person_id": [v for _, v in items],
+            })
+            self._upsert("person_distinct_ids", tbl, "project_id, distinct_id, CAST(person_id AS UUID)")
+        if ch.overrides:
+            items = list(ch.overrides.items())
+            drop = [(k, v) for k, v in items if k[1] == v]
+            keep = [(k, v) for k, v in items if k[1] != v]
+            for (project_id, old), _ in drop:
+                con.execute("DELETE FROM person_overrides WHERE project_id = ? AND old_person_id = ?",
+                            [project_id, old])
+            if keep:
+                tbl = pa.table({
+                    "project_id": pa.array([k[0] for k, _ in keep], pa.int32()),
+                    "old_person_id": [k[1] for k, _ in keep],
+                    "override_person_id": [v for _, v in keep],
+                })
+                self._upsert("person_overrides", tbl,
+                             "project_id, CAST(old_person_id AS UUID), CAST(override_person_id AS UUID)")
+        for m in ch.merges:
+            con.execute(
+                "INSERT INTO person_merges (project_id, merged_at, source_person_id, target_person_id, "
+                "source_distinct_ids, source_properties, source_is_identified, source_created_at, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [m.project_id, m.merged_at, m.source_person_id, m.target_person_id,
+                 _dumps(m.source_distinct_ids), _dumps(m.source_properties), m.source_is_identified,
+                 m.source_created_at, m.reason])
+        if ch.groups:
+            gs = list(ch.groups.values())
+            tbl = pa.table({
+                "project_id": pa.array([g.project_id for g in gs], pa.int32()),
+                "group_type_index": pa.array([g.group_type_index for g in gs], pa.int32()),
+                "group_key": [g.group_key for g in gs],
+                "created_at": pa.array([g.created_at for g in gs], pa.timestamp("us", tz="UTC")),
+                "properties": [_dumps(g.properties) for g in gs],
+                "properties_meta": [_dumps({"ts": g.properties_ts}) for g in gs],
+                "version": pa.array([g.version for g in gs], pa.int64()),
+            })
+            self._upsert("groups", tbl, "*")
+        for project_id, group_type, index in ch.group_types:
+            con.execute("INSERT OR IGNORE INTO group_types VALUES (?, ?, ?)", [project_id, group_type, index])
+        if ch.warnings:
+            con.executemany("INSERT INTO ingestion_warnings VALUES (?, ?, ?, ?)",
+                            [[w.project_id, w.type, _dumps(w.details), w.timestamp] for w in ch.warnings])
+
+    def _upsert(self, table: str, rows: pa.Table, select: str) -> None:
+        self._con.register("_sl_rows", rows)
+        try:
+            self._con.execute(f"INSERT OR REPLACE INTO {table} SELECT {select} FROM _sl_rows")
+        finally:
+            self._con.unregister("_sl_rows")
+
+    # -- loading -------------------------------------------------------------------------
+    def load_identity(self, state: IdentityState) -> None:
+        con = self._con.cursor()
+        try:
+            for row in con.execute(
+                    "SELECT CAST(id AS VARCHAR), project_id, created_at, properties, properties_meta, "
+                    "is_identified, version FROM persons").fetchall():
+                meta = orjson.loads(row[4]) if row[4] else {}
+                state.add_loaded_person(Person(
+                    id=row[0], project_id=row[1], created_at=row[2].astimezone(UTC),
+                    properties=orjson.loads(row[3]), properties_ts=meta.get("ts", {}),
+                    once_keys=set(meta.get("once", [])), is_identified=row[5], version=row[6]))
+            for project_id, did, pid in con.execute(
+                    "SELECT project_id, distinct_id, CAST(person_id AS VARCHAR) FROM person_distinct_ids "
+                    "ORDER BY rowid").fetchall():
+                state.add_loaded_distinct_id(project_id, did, pid)
+            for project_id, old, new in con.execute(
+                    "SELECT project_id, CAST(old_person_id AS VARCHAR), CAST(override_person_id AS VARCHAR) "
+                    "FROM person_overrides").fetchall():
+                state.add_loaded_override(project_id, old, new)
+            for project_id, group_type, index in con.execute(
+                    "SELECT project_id, group_type, group_type_index FROM group_types").fetchall():
+                state.group_types.setdefault(project_id, {})[group_type] = index
+            for row in con.execute(
+                    "SELECT project_id, group_type_index, group_key, created_at, properties, "
+                    "properties_meta, version FROM groups").fetchall():
+                meta = orjson.loads(row[5]) if row[5] else {}
+                state.groups[(row[0], row[1], row[2])] = Group(
+                    project_id=row[0], group_type_index=row[1], group_key=row[2],
+                    created_at=row[3].astimezone(UTC), properties=orjson.loads(row[4]),
+                    properties_ts=meta.get("ts", {}), version=row[6])
+        finally:
+            con.close()
+
+    def recent_event_uuids(self, since: datetime, limit: int) -> Iterable[tuple[int, str]]:
+        con = self._con.cursor()
+        try:
+            return con.execute(
+                "SELECT project_id, CAST(uuid AS VARCHAR) FROM events_hot WHERE created_at >= ? "
+                "ORDER BY created_at DESC LIMIT ?", [since, limit]).fetchall()
+        finally:
+            con.close()
+
+    def existing_uuids(self, project_id: int, uuids: pa.Array, min_ts: datetime | None = None,
+                       max_ts: datetime | None = None) -> set[str]:
+        con = self._con.cursor()
+        try:
+            con.register("_sl_uuids", pa.table({"u": uuids}))
+            where, params = ["e.project_id = ?"], [project_id]
+            if min_ts is not None and max_ts is not None:  # prunes parts and row groups
+                where.append("e.timestamp BETWEEN ? AND ?")
+                params += [min_ts, max_ts]
+            rows = con.execute(
+                "SELECT CAST(e.uuid AS VARCHAR) FROM events e "
+                "SEMI JOIN (SELECT CAST(u AS UUID) AS u FROM _sl_uuids) c ON e.uuid = c.u "
+                f"WHERE {' AND '.join(where)}", params).fetchall()
+            return {r[0] for r in rows}
+        finally:
+            con.close()
+
+    # -- reading -------------------------------------------------------------------------
+    def execute(self, sql: str, params: dict[str, Any] | list | None = None) -> QueryResult:
+        con = self._con.cursor()
+        try:
+            cur = con.execute(sql, params or None)
+            columns = [d[0] for d in cur.description] if cur.description else []
+            return QueryResult(columns, cur.fetchall())
+        finally:
+            con.close()
+
+    def stream(self, sql: str, params: dict[str, Any] | list | None = None,
+               batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        con = self._con.cursor()
+        try:
+            reader = con.execute(sql, params or None).fetch_record_batch(batch_rows)
+            for batch in reader:
+                yield batch
+        finally:
+            con.close()
+
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.read_only:
+                try:
+                    self._con.execute("CHECKPOINT")
+                except duckdb.Error:
+                    pass
+            self._con.close()

@@ -1,0 +1,98 @@
+"""The ASGI application: every HTTP door of one Sightline process."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from sightline.core import Sightline
+from sightline.errors import SightlineError
+from sightline.web import api, capture, sdk
+from sightline.web.http import CORSMiddleware, error_response, json_response, require_api_key
+
+log = logging.getLogger("sightline.web")
+
+ANY = ["GET", "POST", "HEAD"]
+
+
+def _both(path: str) -> list[str]:
+    return [path, path + "/"]
+
+
+async def health(request: Request) -> Response:
+    core: Sightline = request.app.state.core
+    return json_response({"status": "ok", "pending_events": core.writer.pending_events})
+
+
+async def metrics(request: Request) -> Response:
+    try:
+        require_api_key(request)
+    except SightlineError as exc:
+        return error_response(exc)
+    core: Sightline = request.app.state.core
+    w = core.writer
+    extra = {"ingestion_pending_events": w.pending_events,
+             "writer_batches_total": w.stats.batches,
+             "writer_events_stored_total": w.stats.events_stored,
+             "writer_duplicates_total": w.stats.duplicates,
+             "writer_last_commit_seconds": w.stats.last_commit_seconds}
+    return PlainTextResponse(core.metrics.render(extra), media_type="text/plain; version=0.0.4")
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return json_response({"type": "invalid_request", "code": "not_found",
+                          "detail": f"No endpoint at {request.url.path}.", "attr": None}, status=404)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return json_response({"type": "invalid_request", "code": "method_not_allowed",
+                          "detail": f"{request.method} is not allowed on {request.url.path}.",
+                          "attr": None}, status=405)
+
+
+def routes() -> list[Route]:
+    out: list[Route] = []
+    for path in ("/e", "/i/v0/e", "/capture", "/track", "/engage", "/batch"):
+        for p in _both(path):
+            out.append(Route(p, capture.capture, methods=["GET", "POST"]))
+    for p in _both("/s"):
+        out.append(Route(p, capture.recordings, methods=["GET", "POST"]))
+    for p in _both("/i/v1/analytics/events"):
+        out.append(Route(p, capture.capture_v1, methods=["POST"]))
+    out.append(Route("/array/{token}/config", sdk.array_config, methods=["GET"]))
+    out.append(Route("/array/{token}/config.js", sdk.array_config_js, methods=["GET"]))
+    for path in ("/flags", "/decide"):
+        for p in _both(path):
+            out.append(Route(p, sdk.flags, methods=ANY))
+    out.append(Route("/_health", health, methods=["GET"]))
+    out.append(Route("/metrics", metrics, methods=["GET"]))
+    base = "/api/projects/{project_id}"
+    out.append(Route(base + "/events/", api.events, methods=["GET"]))
+    out.append(Route(base + "/persons/", api.persons, methods=["GET"]))
+    out.append(Route(base + "/persons/{person_id}/", api.person, methods=["GET"]))
+    return out
+
+
+def create_app(core: Sightline) -> Starlette:
+    """Build the app around an opened :class:`Sightline`; the writer stops when the app does."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        core.writer  # start the writer before the first request
+        try:
+            yield
+        finally:
+            log.info("shutting down: writing queued events")
+            core.close()
+
+    app = Starlette(routes=routes(), lifespan=lifespan,
+                    exception_handlers={404: not_found, 405: method_not_allowed})
+    app.state.core = core
+    app.add_middleware(CORSMiddleware)
+    return app

@@ -1,0 +1,131 @@
+"""Capture endpoints: the PostHog SDKs' write path (`/e/`, `/batch/`, `/i/v0/e/`, ...).
+
+Handlers only parse and answer; decoding is :mod:`sightline.ingest.decode`, validation
+:mod:`sightline.ingest.normalize`, and storage the core's writer. A request is answered 200
+only after its events are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sightline.errors import AuthenticationFailed, SightlineError
+from sightline.ingest.decode import CaptureRequest, decode_capture, decode_v1_capture
+from sightline.ingest.normalize import normalize_batch, parse_timestamp, request_token
+from sightline.web.http import bearer_token, error_response, json_response, read_body
+
+UTC = timezone.utc
+LEGACY_PATHS = frozenset({"/e", "/capture", "/track", "/engage", "/i/v0/e"})
+INLINE_BODY_BYTES = 256 * 1024  # larger bodies are decoded off the event loop
+
+
+def _sent_at(req: CaptureRequest) -> datetime | None:
+    if req.sent_at:
+        parsed = parse_timestamp(req.sent_at)
+        if parsed is not None:
+            return parsed
+    if req.sent_at_ms:
+        return datetime.fromtimestamp(req.sent_at_ms / 1000, tz=UTC)
+    return None
+
+
+def _process(core, body: bytes, query: dict, headers, path: str):
+    """Decode, authenticate and validate one capture request (runs off the loop when large)."""
+    settings = core.settings
+    req = decode_capture(body, query=query, content_type=headers.get("content-type"),
+                         content_encoding=headers.get("content-encoding"),
+                         legacy=path in LEGACY_PATHS, max_bytes=settings.max_decoded_bytes)
+    token = request_token(req.token or query.get("token") or query.get("api_key"), req.events)
+    project = core.meta.project_by_token(token)
+    if project is None:
+        raise AuthenticationFailed("Project token is not valid.", code="invalid_token")
+    batch = normalize_batch(req.events, now=datetime.now(UTC), sent_at=_sent_at(req))
+    return project, req, batch
+
+
+async def capture(request: Request) -> Response:
+    core = request.app.state.core
+    path = request.url.path.rstrip("/") or "/"
+    query = dict(request.query_params)
+    try:
+        body = b"" if query.get("data") else await read_body(request, core.settings.max_body_bytes)
+        if len(body) > INLINE_BODY_BYTES:
+            project, req, batch = await run_in_threadpool(_process, core, body, query, request.headers, path)
+        else:
+            project, req, batch = _process(core, body, query, request.headers, path)
+        if req.events and not batch.events and batch.rejected:
+            first = batch.rejected[0]
+            return json_response({"type": "validation_error", "code": first.code,
+                                  "detail": f"No valid event in the request. Event {first.index}: "
+                                            f"{first.detail}",
+                                  "attr": None,
+                                  "rejected": [r.to_json() for r in batch.rejected[:100]]}, status=400)
+        if batch.events:
+            await asyncio.wrap_future(core.writer.submit(project.id, batch.events))
+        core.metrics.capture_request(received=len(req.events), stored=len(batch.events),
+                                     rejected=batch.rejected)
+    except SightlineError as exc:
+        core.metrics.capture_error(exc.code)
+        return error_response(exc)
+    if query.get("beacon") == "1":
+        return Response(status_code=204)
+    payload: dict = {"status": 1}
+    if batch.rejected:
+        payload["rejected"] = [r.to_json() for r in batch.rejected[:100]]
+    return json_response(payload)
+
+
+async def capture_v1(request: Request) -> Response:
+    """posthog-python's opt-in v1 endpoint: Bearer project token, per-event results."""
+    core = request.app.state.core
+    try:
+        token = bearer_token(request)
+        if not token:
+            raise AuthenticationFailed("Send the project token as `Authorization: Bearer <token>`.",
+                                       code="missing_token")
+        project = core.meta.project_by_token(token)
+        if project is None:
+            raise AuthenticationFailed("Project token is not valid.", code="invalid_token")
+        body = await read_body(request, core.settings.max_body_bytes)
+        req = await run_in_threadpool(decode_v1_capture, body,
+                                      content_encoding=request.headers.get("content-encoding"),
+                                      max_bytes=core.settings.max_decoded_bytes)
+        sdk = request.headers.get("posthog-sdk-info", "")
+        lib, _, version = sdk.partition("/")
+        if lib:
+            for raw in req.events:
+                if isinstance(raw, dict) and isinstance(raw.get("properties"), dict):
+                    raw["properties"].setdefault("$lib", lib)
+                    if version:
+                        raw["properties"].setdefault("$lib_version", version)
+        batch = normalize_batch(req.events, now=datetime.now(UTC), sent_at=None)
+        if batch.events:
+            await asyncio.wrap_future(core.writer.submit(project.id, batch.events))
+        core.metrics.capture_request(received=len(req.events), stored=len(batch.events),
+                                     rejected=batch.rejected)
+    except SightlineError as exc:
+        core.metrics.capture_error(exc.code)
+        return error_response(exc)
+    results: dict = {}
+    rejected = {r.index: r for r in batch.rejected}
+    for i, raw in enumerate(req.events):
+        uid = raw.get("uuid") if isinstance(raw, dict) else None
+        if not isinstance(uid, str):
+            continue
+        if i in rejected:
+            results[uid] = {"result": "drop", "details": f"{rejected[i].code}: {rejected[i].detail}"}
+        else:
+            results[uid] = {"result": "ok"}
+    return json_response({"results": results})
+
+
+async def recordings(request: Request) -> Response:
+    """Session recordings are not stored by Sightline: answer as a quota-limited PostHog does,
+    which makes posthog-js pause recording instead of retrying."""
+    return json_response({"status": 1, "quota_limited": ["recordings"]})
+
