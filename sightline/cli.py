@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -100,7 +101,12 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=15, server_header=False,
                             log_config=None)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM (the app's shutdown writes everything
+    # queued and checkpoints), then re-raises the signal: make that a clean exit.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sys.exit(0))
     uvicorn.Server(config).run()
+    click.echo("Sightline stopped; all acknowledged events are on disk.")
 
 
 @main.group()

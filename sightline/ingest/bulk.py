@@ -180,16 +180,16 @@ def _timestamps(batch: pa.RecordBatch, now: datetime) -> tuple[pa.Array, pa.Arra
     valid = pc.invert(pc.is_null(out))
     missing = pc.is_null(col) if idx >= 0 else None
     filled = pc.if_else(pc.is_null(out), pa.scalar(now, target), out)
-    return filled, pc.or_(valid, missing)
+    return filled, pc.or_kleene(valid, missing)
 
 
 def _reject(summary: ImportSummary, mask: pa.Array, reason: str, keep: pa.Array) -> pa.Array:
     """Count rows that are still kept and fail ``mask`` under ``reason``; drop them from ``keep``."""
-    bad = pc.and_(keep, pc.invert(pc.fill_null(mask, False)))
+    bad = pc.and_kleene(keep, pc.invert(pc.fill_null(mask, False)))
     n = pc.sum(bad).as_py() or 0
     if n:
         summary.rejected[reason] += n
-    return pc.and_(keep, pc.invert(bad))
+    return pc.and_kleene(keep, pc.invert(bad))
 
 
 def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) -> pa.Table | None:
@@ -216,9 +216,9 @@ def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) 
     keep = _reject(summary, pc.starts_with(pc.utf8_ltrim_whitespace(props), "{"),
                    "invalid_properties", keep)
     if uuids is not None:
-        ok_uuid = pc.or_(pc.is_null(uuids), pc.match_substring_regex(uuids, UUID_RE))
+        ok_uuid = pc.or_kleene(pc.is_null(uuids), pc.match_substring_regex(uuids, UUID_RE))
         keep = _reject(summary, ok_uuid, "invalid_uuid", keep)
-    keep = pc.and_(keep, pc.not_equal(event, "$performance_event"))
+    keep = pc.and_kleene(keep, pc.not_equal(event, "$performance_event"))
     table = pa.table({"event": event, "distinct_id": pc.utf8_slice_codeunits(distinct, 0, MAX_DISTINCT_ID_LENGTH),
                       "timestamp": ts, "properties": props,
                       "uuid": uuids if uuids is not None else pa.nulls(n, pa.string())})
@@ -245,7 +245,7 @@ def _identity_rows(table: pa.Table) -> pa.Array:
     candidates = pc.match_substring(props, '"$')
     if pc.any(candidates).as_py():
         hits = pc.match_substring_regex(props, IDENTITY_MARKER_RE)
-        mask = pc.or_(mask, hits)
+        mask = pc.or_kleene(mask, hits)
     return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
 
 

@@ -422,7 +422,7 @@ class DuckDBStorage:
                batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         con = self._con.cursor()
         try:
-            reader = con.execute(sql, params or None).fetch_record_batch(batch_rows)
+            reader = con.sql(sql, params=params or None).to_arrow_reader(batch_rows)
             for batch in reader:
                 yield batch
         finally:
