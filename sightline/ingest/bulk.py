@@ -36,7 +36,9 @@ UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-
 # A row goes through the per-event identity rules if its event is one of these …
 IDENTITY_EVENTS = ("$identify", "$create_alias", "$merge_dangerously", "$groupidentify")
 # … or its properties mention one of these keys.
-IDENTITY_MARKER_RE = r'"\$(set|set_once|unset|groups|process_person_profile)"\s*:'
+IDENTITY_MARKER_RE = r'"\$(set|set_once|unset|process_person_profile)"\s*:'
+# Group membership alone needs no per-event rules: it is extracted column-wise.
+GROUPS_RE = r'"\$groups"\s*:\s*(?P<groups>\{[^{}]*\})'
 
 
 
@@ -249,6 +251,30 @@ def _identity_rows(table: pa.Table) -> pa.Array:
     return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
 
 
+def _group_columns(table: pa.Table, project_id: int, identity: IdentityState,
+                   changes: Changes) -> list[pa.Array | None]:
+    """``$groups`` of every row as group_0..4 columns, parsing each distinct object once."""
+    props = table.column("properties")
+    if not pc.any(pc.match_substring(props, '"$groups"')).as_py():
+        return [None] * len(GROUP_COLUMNS)
+    found = pc.struct_field(pc.extract_regex(props, GROUPS_RE), [0])
+    encoded = pc.dictionary_encode(found).combine_chunks()
+    per_index: list[list[str | None]] = [[None] * len(encoded.dictionary) for _ in GROUP_COLUMNS]
+    for pos, text in enumerate(encoded.dictionary.to_pylist()):
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        for group_type, key in value.items() if isinstance(value, dict) else ():
+            if key is None or key == "":
+                continue
+            index = identity.group_type_index(project_id, str(group_type), changes)
+            if index is not None:
+                per_index[index][pos] = key if isinstance(key, str) else str(key)
+    return [None if not any(vals) else pa.array(vals, pa.string()).take(encoded.indices)
+            for vals in per_index]
+
+
 def resolve_persons(table: pa.Table, project_id: int, identity: IdentityState, changes: Changes,
                     now: datetime) -> pa.Table:
     """Runs in the writer thread: person ids and groups for a validated batch, in time order."""
@@ -302,14 +328,13 @@ def resolve_persons(table: pa.Table, project_id: int, identity: IdentityState, c
         in_order = pc.indices_nonzero(special).to_pylist()
         pids = pc.replace_with_mask(pids, special, pa.array([person_ids[i] for i in in_order], pa.string()))
     group_arrays = []
-    for sparse in groups:
-        if not sparse:
-            group_arrays.append(pa.nulls(n, pa.string()))
-            continue
-        values: list[str | None] = [None] * n
-        for row, key in sparse.items():
-            values[row] = key
-        group_arrays.append(pa.array(values, pa.string()))
+    for vector, sparse in zip(_group_columns(table, project_id, identity, changes), groups):
+        base = vector if vector is not None else pa.nulls(n, pa.string())
+        if sparse:  # rows that went through the per-event rules
+            rows = sorted(sparse)
+            mask = pc.is_in(pa.array(range(n), pa.int64()), value_set=pa.array(rows, pa.int64()))
+            base = pc.replace_with_mask(base, mask, pa.array([sparse[r] for r in rows], pa.string()))
+        group_arrays.append(base)
     return pa.table({
         "uuid": table.column("uuid"),
         "project_id": pa.repeat(pa.scalar(project_id, pa.int32()), n),
