@@ -206,5 +206,78 @@ def export(out: Path, data_dir: Path, fmt: str | None, events: tuple[str, ...], 
     click.echo(f"Exported {n:,} events to {out} ({fmt}).")
 
 
+def _rows_of(result: dict) -> tuple[list[str], list[list]]:
+    """A result as a table: SQL as it is; insights one row per (series, date)."""
+    from sightline.query.result import QueryResult
+
+    frame = QueryResult(result).to_pandas()
+    frame = frame.dropna(axis=1, how="all")
+    return [str(c) for c in frame.columns], frame.astype(object).where(frame.notna(), None).values.tolist()
+
+
+@main.command()
+@click.argument("source", type=click.File("r"), default="-")
+@DATA_DIR
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def query(source, data_dir: Path, fmt: str) -> None:
+    """Run a query (PostHog query JSON: TrendsQuery, FunnelsQuery, ..., HogQLQuery) from a file
+    or standard input, e.g. `echo '{"kind": "TrendsQuery", "series": [{"event": "$pageview"}]}'
+    | sightline query`."""
+    try:
+        payload = json.load(source)
+    except json.JSONDecodeError as exc:
+        click.secho(f"Error: the query is not JSON: {exc}", fg="red", err=True)
+        sys.exit(2)
+    if isinstance(payload, dict) and "query" in payload and "kind" not in payload:
+        payload = payload["query"]
+    _run_and_print(data_dir, payload, fmt)
+
+
+@main.command()
+@click.argument("statement")
+@DATA_DIR
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def sql(statement: str, data_dir: Path, fmt: str) -> None:
+    """Run read-only SQL over `events`, `persons` and `sessions` of the project, e.g.
+    sightline sql "SELECT event, count() FROM events GROUP BY 1 ORDER BY 2 DESC"."""
+    _run_and_print(data_dir, {"kind": "HogQLQuery", "query": statement}, fmt)
+
+
+def _run_and_print(data_dir: Path, payload: dict, fmt: str) -> None:
+    from sightline.query.runner import run_query
+
+    core = _open(data_dir, read_only=True) if (data_dir / "events.duckdb").exists() else _open(data_dir)
+    try:
+        result = run_query(core, payload)
+    except SightlineError as exc:
+        core.close()
+        _fail(exc)
+    core.close()
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    columns, rows = _rows_of(result)
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    widths = [max([len(c)] + [len(_cell(r[i])) for r in rows]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    click.echo("  ".join("-" * w for w in widths))
+    for r in rows:
+        click.echo("  ".join(_cell(v).ljust(w) for v, w in zip(r, widths)))
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if not v.is_integer() else str(int(v))
+    return str(v)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -143,6 +143,14 @@ class Sightline:
             raw["uuid"] = uuid
         return self.ingest([raw], project_id=project_id)
 
+    # -- reading ---------------------------------------------------------------------------
+    def query(self, query: dict, *, project_id: int | None = None) -> "QueryResult":
+        """Run an insight or SQL query (PostHog query JSON); see :mod:`sightline.query`."""
+        from sightline.query.result import QueryResult
+        from sightline.query.runner import run_query
+
+        return QueryResult(run_query(self, query, project_id=project_id))
+
     # -- lifecycle -----------------------------------------------------------------------
     def flush(self) -> None:
         """Wait until everything submitted so far is stored."""

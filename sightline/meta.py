@@ -109,6 +109,18 @@ class MetaStore:
         self._reload()
         return self._by_id[project_id]
 
+    def update_project(self, project_id: int, *, name: str | None = None, timezone_name: str | None = None,
+                       settings: dict[str, Any] | None = None) -> Project:
+        """Change a project's name, time zone or settings (settings are merged key by key)."""
+        current = self._by_id[project_id]
+        merged = {**current.settings, **(settings or {})}
+        with self._lock:
+            self._con.execute("UPDATE projects SET name = ?, timezone = ?, settings = ? WHERE id = ?",
+                              (name or current.name, timezone_name or current.timezone,
+                               orjson.dumps(merged).decode(), project_id))
+        self._reload()
+        return self._by_id[project_id]
+
     # -- API keys ------------------------------------------------------------------------
     def create_api_key(self, label: str, value: str | None = None) -> str:
         value = value or new_api_key()

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sightline.errors import NotFound, SightlineError
+from sightline.errors import InvalidInput, NotFound, SightlineError
 from sightline.query.records import Page, list_events, list_persons
 from sightline.web.http import error_response, json_response, require_api_key
 
@@ -62,3 +62,26 @@ async def person(request: Request) -> Response:
     except SightlineError as exc:
         return error_response(exc)
     return json_response(page.results[0])
+
+
+async def query(request: Request) -> Response:
+    """`POST /api/projects/<id>/query/` with `{"query": {...}}`: every insight kind and SQL."""
+    from sightline.query.runner import run_query
+    from sightline.web.http import read_body
+    import orjson
+
+    try:
+        require_api_key(request)
+        core = request.app.state.core
+        project = core.resolve_project(request.path_params["project_id"])
+        body = await read_body(request, core.settings.max_body_bytes)
+        try:
+            payload = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInput(f"The body is not JSON: {exc}", code="invalid_json") from None
+        if not isinstance(payload, dict) or "query" not in payload:
+            raise InvalidInput('Send {"query": {"kind": ..., ...}}.', code="invalid_query")
+        result = await run_in_threadpool(run_query, core, payload["query"], project_id=project.id)
+    except SightlineError as exc:
+        return error_response(exc)
+    return json_response(result)

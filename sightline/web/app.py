@@ -76,6 +76,8 @@ def routes() -> list[Route]:
     out.append(Route(base + "/events/", api.events, methods=["GET"]))
     out.append(Route(base + "/persons/", api.persons, methods=["GET"]))
     out.append(Route(base + "/persons/{person_id}/", api.person, methods=["GET"]))
+    out.append(Route(base + "/query/", api.query, methods=["POST"]))
+    out.append(Route(base + "/query", api.query, methods=["POST"]))
     return out
 
 
