@@ -8,12 +8,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from sightline.errors import InvalidInput
-from sightline.query import trends
+from sightline.query import funnels, trends
 from sightline.query.context import QueryContext
 from sightline.query.model import QueryRequest
 
 RUNNERS = {
     "TrendsQuery": trends.run,
+    "FunnelsQuery": funnels.run,
 }
 
 
