@@ -189,3 +189,33 @@ def test_random_funnels_match_reference(tmp_path_factory, seed, order, n, window
         got = counts(funnel(s, steps, funnelsFilter={"funnelOrderType": order, "funnelWindowInterval": window_h,
                                                      "funnelWindowIntervalUnit": "hour"}))
     assert got == expected, (steps, order)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 100_000), n=st.integers(2, 4), window_h=st.sampled_from([1, 12, 72]))
+def test_ordered_funnels_match_clickhouse_windowfunnel(tmp_path_factory, seed, n, window_h):
+    """ClickHouse's own windowFunnel (through chdb) on the same events agrees for plain ordered funnels."""
+    chdb = pytest.importorskip("chdb")
+    rng = random.Random(seed)
+    names = ["A", "B", "C", "D"][:n] + ["noise"]
+    rows, used = [], set()
+    for u in range(40):
+        for _ in range(rng.randrange(0, 10)):
+            sec = rng.randrange(0, 5 * 86400)
+            while sec in used:
+                sec += 1
+            used.add(sec)
+            rows.append((f"u{u}", rng.choice(names), sec))
+    base = int(D0.timestamp())
+    values = ", ".join(f"('{u}', '{e}', {base + sec})" for u, e, sec in rows) or "('x', 'noise', 0)"
+    conds = ", ".join(f"e = '{x}'" for x in names[:n])
+    sql = (f"SELECT level FROM (SELECT u, windowFunnel({window_h * 3600})(toDateTime(t), {conds}) AS level "
+           f"FROM (SELECT * FROM values('u String, e String, t UInt32', {values})) GROUP BY u)")
+    levels = [int(x) for x in str(chdb.query(sql, "CSV")).split()]
+    expected = [sum(1 for lv in levels if lv >= k + 1) for k in range(n)]
+    with sightline.open(tmp_path_factory.mktemp("ch") / "d") as s:
+        s.ingest([{"event": e, "distinct_id": u, "timestamp": (D0 + timedelta(seconds=sec)).isoformat()}
+                  for u, e, sec in rows])
+        got = counts(funnel(s, names[:n], funnelsFilter={"funnelWindowInterval": window_h,
+                                                         "funnelWindowIntervalUnit": "hour"}))
+    assert got == expected
