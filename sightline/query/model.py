@@ -174,6 +174,7 @@ class StickinessQuery(InsightQuery):
     kind: Literal["StickinessQuery"] = "StickinessQuery"
     series: list[EventsNode] = Field(min_length=1, max_length=26)
     interval: Interval = "day"
+    stickinessFilter: dict | None = None  # validated in sightline.query.stickiness
 
 
 class PathsFilter(Model):

@@ -8,13 +8,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from sightline.errors import InvalidInput
-from sightline.query import funnels, trends
+from sightline.query import funnels, lifecycle, retention, stickiness, trends
 from sightline.query.context import QueryContext
 from sightline.query.model import QueryRequest
 
 RUNNERS = {
     "TrendsQuery": trends.run,
     "FunnelsQuery": funnels.run,
+    "RetentionQuery": retention.run,
+    "LifecycleQuery": lifecycle.run,
+    "StickinessQuery": stickiness.run,
 }
 
 

@@ -1,0 +1,56 @@
+"""Lifecycle (spec analytics §4): new, returning, resurrecting and dormant actors per interval."""
+
+from __future__ import annotations
+
+from sightline.query.context import QueryContext
+from sightline.query.dates import resolve, step, trunc
+from sightline.query.filters import PERSON_ID, properties_sql, test_account_filters
+from sightline.query.model import LifecycleQuery
+
+STATUSES = ("new", "returning", "resurrecting", "dormant")
+
+
+def run(ctx: QueryContext, q: LifecycleQuery) -> dict:
+    unit = q.interval
+    rng = resolve(q.dateRange.date_from, q.dateRange.date_to, interval=unit, tz=ctx.timezone, now=ctx.now,
+                  explicit=q.dateRange.explicitDate, week_start_monday=ctx.week_start_monday)
+    buckets = rng.buckets()
+    scope = ctx.scope()
+    d, p = scope.dialect, scope.params
+    tz = p.add(rng.tz.key, "tz")
+    # one interval of look-back before the range, one after it (for dormant)
+    read_from = step(trunc(rng.local_from, unit, ctx.week_start_monday), unit, -1)
+    read_to = step(trunc(rng.local_to, unit, ctx.week_start_monday), unit, 1)
+    start = p.add(read_from.replace(tzinfo=rng.tz), "start")
+    end = p.add(read_to.replace(tzinfo=rng.tz), "end")
+    series = q.series[0]
+    where = [f"e.project_id = {scope.project}", f"e.timestamp >= {start}", f"e.timestamp < {end}",
+             f"coalesce({d.json_property(p, 'e.properties', '$process_person_profile')}, '') <> 'false'"]
+    if series.event is not None:
+        where.append(f"e.event = {p.add(series.event, 'event')}")
+    where += [properties_sql(series.properties, scope), properties_sql(q.properties, scope)]
+    if q.filterTestAccounts:
+        where.append(properties_sql(test_account_filters(ctx.settings), scope))
+    period = d.trunc(unit, d.local("e.timestamp", tz), ctx.week_start_monday)
+    created = d.trunc(unit, d.local("pr.created_at", tz), ctx.week_start_monday)
+    one = {"hour": "INTERVAL 1 HOUR", "day": "INTERVAL 1 DAY", "week": "INTERVAL 7 DAY",
+           "month": "INTERVAL 1 MONTH", "minute": "INTERVAL 1 MINUTE"}[unit]
+    sql = (f"WITH act AS (SELECT DISTINCT {PERSON_ID} AS actor, {period} AS p FROM events e{scope.joins()} "
+           f"WHERE {' AND '.join(w for w in where if w != 'true')}), "
+           f"seq AS (SELECT a.actor, a.p, lag(a.p) OVER w AS prev_p, lead(a.p) OVER w AS next_p, "
+           f"row_number() OVER w AS j, {created} AS c FROM act a LEFT JOIN persons pr ON pr.id = a.actor "
+           f"WINDOW w AS (PARTITION BY a.actor ORDER BY a.p)), "
+           f"st AS (SELECT p AS period, CASE WHEN j = 1 AND c = p THEN 'new' "
+           f"WHEN j <> 1 AND prev_p = p - {one} THEN 'returning' ELSE 'resurrecting' END AS status, actor FROM seq "
+           f"UNION ALL SELECT p + {one}, 'dormant', actor FROM seq WHERE next_p IS NULL OR next_p <> p + {one}) "
+           f"SELECT period, status, count(DISTINCT actor) FROM st GROUP BY ALL")
+    counts: dict[tuple, int] = {(row[0], row[1]): int(row[2]) for row in ctx.execute(sql, p.values)}
+    results = []
+    for status in STATUSES:
+        sign = -1 if status == "dormant" else 1
+        data = [sign * counts.get((b, status), 0) for b in buckets]
+        results.append({"status": status, "label": f"{series.event or 'All events'} - {status}",
+                        "data": data, "count": sum(data), "days": [rng.label(b) for b in buckets],
+                        "labels": [rng.pretty(b) for b in buckets],
+                        "action": {"id": series.event, "name": series.event, "type": "events", "math": "total"}})
+    return {"results": results, "kind": "LifecycleQuery", "timezone": rng.tz.key}

@@ -1,0 +1,114 @@
+"""Retention cohorts (spec analytics §3): who came back, per starting interval."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sightline.errors import InvalidInput
+from sightline.query.context import QueryContext
+from sightline.query.dates import Range, resolve, step, trunc
+from sightline.query.filters import PERSON_ID, Scope, properties_sql, test_account_filters
+from sightline.query.model import RetentionEntity, RetentionQuery
+
+PERIOD_UNIT = {"Hour": "hour", "Day": "day", "Week": "week", "Month": "month"}
+
+
+def _entity_condition(scope: Scope, entity: RetentionEntity) -> str:
+    parts = []
+    if entity.type != "events":
+        raise InvalidInput("Retention on actions is not supported yet; use events.", attr="type")
+    if entity.event:
+        parts.append(f"e.event = {scope.params.add(entity.event, 'event')}")
+    cond = properties_sql(entity.properties, scope)
+    if cond != "true":
+        parts.append(cond)
+    return "(" + " AND ".join(parts) + ")" if parts else "true"
+
+
+def cohort_range(ctx: QueryContext, q: RetentionQuery) -> Range:
+    unit = PERIOD_UNIT[q.retentionFilter.period]
+    # only date_to matters: the cohorts are the totalIntervals periods ending with it
+    base = resolve(q.dateRange.date_to or "dStart", q.dateRange.date_to, interval=unit, tz=ctx.timezone, now=ctx.now,
+                   explicit=q.dateRange.explicitDate, week_start_monday=ctx.week_start_monday)
+    end_excl = step(trunc(base.local_to, unit, ctx.week_start_monday), unit)
+    start = step(end_excl, unit, -q.retentionFilter.totalIntervals)
+    return Range(base.tz, start, end_excl - timedelta(microseconds=1), unit, ctx.week_start_monday)
+
+
+def _period_diff(unit: str, a: str, b: str) -> str:
+    if unit == "week":
+        return f"(date_diff('day', {a}, {b}) // 7)"
+    return f"date_diff('{unit}', {a}, {b})"
+
+
+def run(ctx: QueryContext, q: RetentionQuery) -> dict:
+    rf = q.retentionFilter
+    unit = PERIOD_UNIT[rf.period]
+    rng = cohort_range(ctx, q)
+    scope = ctx.scope()
+    d, p = scope.dialect, scope.params
+    tz = p.add(rng.tz.key, "tz")
+    start, end = p.add(rng.start, "start"), p.add(rng.end, "end")
+    index = q.aggregation_group_type_index
+    actor = f"e.group_{index}" if index is not None else PERSON_ID
+    bucket = d.trunc(unit, d.local("e.timestamp", tz), ctx.week_start_monday)
+    global_cond = properties_sql(q.properties, scope)
+    if q.filterTestAccounts:
+        global_cond = f"{global_cond} AND {properties_sql(test_account_filters(ctx.settings), scope)}"
+    target = _entity_condition(scope, rf.targetEntity)
+    returning = _entity_condition(scope, rf.returningEntity)
+    base_where = f"e.project_id = {scope.project} AND {global_cond}"
+    if index is not None:
+        base_where += f" AND nullif(e.group_{index}, '') IS NOT NULL"
+    joins = scope.joins()
+    if rf.retentionType == "retention_recurring":
+        starts = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS cohort FROM events e{joins} "
+                  f"WHERE {base_where} AND {target} AND e.timestamp >= {start} AND e.timestamp <= {end}")
+    else:
+        # first time: the actor's first-ever start event decides the cohort (it must be in range)
+        first_cond = target
+        if rf.retentionType == "retention_first_ever_occurrence" and rf.targetEntity.event:
+            first_cond = f"e.event = {p.add(rf.targetEntity.event, 'event')}"
+        starts = (f"SELECT actor, cohort FROM (SELECT {actor} AS actor, "
+                  f"{d.trunc(unit, d.local('min(e.timestamp)', tz), ctx.week_start_monday)} AS cohort, "
+                  f"arg_min({target}, e.timestamp) AS ok FROM events e{joins} WHERE {base_where} AND {first_cond} "
+                  f"AND e.timestamp <= {end} GROUP BY 1) "
+                  f"WHERE cohort >= timezone({tz}, {start}) AND ok")
+    returns = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS b FROM events e{joins} "
+               f"WHERE {base_where} AND {returning} AND e.timestamp >= {start} AND e.timestamp <= {end}")
+    diff = _period_diff(unit, "s.cohort", "r.b")
+    sql = (f"WITH s AS ({starts}), r AS ({returns}), "
+           f"k AS (SELECT s.cohort, s.actor, {diff} AS k FROM s JOIN r ON r.actor = s.actor AND r.b > s.cohort) "
+           f"SELECT cohort, NULL AS k, count(DISTINCT actor) FROM s GROUP BY cohort "
+           f"UNION ALL SELECT cohort, k, count(DISTINCT actor) FROM k GROUP BY cohort, k "
+           + ("UNION ALL SELECT cohort, -1 - m, count(*) FROM (SELECT cohort, actor, max(k) AS m FROM k GROUP BY ALL) "
+              "GROUP BY cohort, m" if rf.cumulative else ""))
+    rows = ctx.execute(sql, p.values)
+    sizes: dict[datetime, int] = {}
+    cells: dict[tuple[datetime, int], int] = {}
+    maxes: dict[tuple[datetime, int], int] = {}
+    for cohort, k, n in rows:
+        if k is None:
+            sizes[cohort] = int(n)
+        elif k < 0:
+            maxes[(cohort, -1 - int(k))] = int(n)
+        else:
+            cells[(cohort, int(k))] = int(n)
+    label = {"hour": "Hour", "day": "Day", "week": "Week", "month": "Month"}[unit]
+    results = []
+    cohorts = [step(rng.local_from, unit, i) for i in range(rf.totalIntervals)]
+    for i, cohort in enumerate(cohorts):
+        size = sizes.get(cohort, 0)
+        values = []
+        for k in range(rf.totalIntervals):
+            if k == 0:
+                count = size
+            elif i + k >= rf.totalIntervals:
+                count = 0
+            elif rf.cumulative:
+                count = sum(v for (c, m), v in maxes.items() if c == cohort and m >= k)
+            else:
+                count = cells.get((cohort, k), 0)
+            values.append({"count": count, "label": f"{label} {k}"})
+        results.append({"label": f"{label} {i}", "date": cohort.isoformat(), "values": values})
+    return {"results": results, "kind": "RetentionQuery", "timezone": rng.tz.key}
