@@ -186,6 +186,9 @@ class PathsFilter(Model):
     edgeLimit: int = Field(default=50, ge=1, le=1000)
     pathReplacements: bool = True
     localPathCleaningFilters: list[dict] = Field(default_factory=list)
+    excludeEvents: list[str] = Field(default_factory=list)
+    minEdgeWeight: int | None = None
+    maxEdgeWeight: int | None = None
 
 
 class PathsQuery(InsightQuery):

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sightline.errors import InvalidInput
-from sightline.query import funnels, lifecycle, retention, stickiness, trends
+from sightline.query import funnels, lifecycle, paths, retention, stickiness, trends
 from sightline.query.context import QueryContext
 from sightline.query.model import QueryRequest
 
@@ -18,6 +18,7 @@ RUNNERS = {
     "RetentionQuery": retention.run,
     "LifecycleQuery": lifecycle.run,
     "StickinessQuery": stickiness.run,
+    "PathsQuery": paths.run,
 }
 
 

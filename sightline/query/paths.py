@@ -1,0 +1,160 @@
+"""User paths (spec analytics §6): the most common transitions between pages or events.
+
+Events of each person are split into path sessions at gaps of 30 minutes or more, consecutive
+duplicates collapse, and each transition ``i → i+1`` between positions counts once per path
+session. Everything but the start-and-end slicing runs in SQL.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+from sightline.errors import InvalidInput
+from sightline.query.context import QueryContext
+from sightline.query.dates import resolve
+from sightline.query.filters import PERSON_ID, properties_sql, test_account_filters
+from sightline.query.model import PathsQuery
+
+SESSION_GAP_SECONDS = 30 * 60
+# Used when the project has not set its own path-cleaning rules: numeric and UUID-like URL parts.
+DEFAULT_PATH_CLEANING = [
+    {"regex": r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/|$|\?)", "alias": r"/:id\1"},
+    {"regex": r"/\d+(/|$|\?)", "alias": r"/:id\1"},
+]
+
+
+def _rules(ctx: QueryContext, q: PathsQuery) -> list[dict]:
+    rules = []
+    if q.pathsFilter.pathReplacements:
+        rules += ctx.settings.get("path_cleaning_filters", DEFAULT_PATH_CLEANING)
+    rules += q.pathsFilter.localPathCleaningFilters
+    for rule in rules:
+        try:
+            re.compile(str(rule.get("regex", "")))
+        except re.error as exc:
+            raise InvalidInput(f"Invalid path cleaning regex {rule.get('regex')!r}: {exc}.",
+                               attr="localPathCleaningFilters") from None
+    return rules
+
+
+def _sql_alias(alias: str) -> str:
+    # Python-style \1 back-references are what RE2 (DuckDB) understands too
+    return alias
+
+
+def run(ctx: QueryContext, q: PathsQuery) -> dict:
+    pf = q.pathsFilter
+    rng = resolve(q.dateRange.date_from, q.dateRange.date_to, interval="day", tz=ctx.timezone, now=ctx.now,
+                  explicit=q.dateRange.explicitDate, week_start_monday=ctx.week_start_monday)
+    scope = ctx.scope()
+    d, p = scope.dialect, scope.params
+    types = set(pf.includeEventTypes or ["$pageview"])
+    label_cases, event_conds = [], []
+    if "$pageview" in types:
+        url = d.event_property(p, "$current_url")
+        label_cases.append(f"WHEN e.event = '$pageview' THEN regexp_replace({url}, '(.)/$', '\\1')")
+        event_conds.append("e.event = '$pageview'")
+    if "$screen" in types:
+        label_cases.append(f"WHEN e.event = '$screen' THEN {d.event_property(p, '$screen_name')}")
+        event_conds.append("e.event = '$screen'")
+    if "custom_event" in types:
+        label_cases.append("WHEN NOT starts_with(e.event, '$') THEN e.event")
+        event_conds.append("NOT starts_with(e.event, '$')")
+    if not label_cases:
+        raise InvalidInput("Paths need at least one of $pageview, $screen, custom_event in includeEventTypes.",
+                           attr="includeEventTypes")
+    label = "CASE " + " ".join(label_cases) + " END"
+    for rule in _rules(ctx, q):
+        label = (f"regexp_replace({label}, {p.add(str(rule['regex']), 're')}, "
+                 f"{p.add(_sql_alias(str(rule.get('alias', ''))), 'alias')}, 'g')")
+    excluded = getattr(q.pathsFilter, "excludeEvents", None) or []
+    where = [f"e.project_id = {scope.project}", f"e.timestamp >= {p.add(rng.start, 'start')}",
+             f"e.timestamp <= {p.add(rng.end, 'end')}", "(" + " OR ".join(event_conds) + ")",
+             properties_sql(q.properties, scope)]
+    if q.filterTestAccounts:
+        where.append(properties_sql(test_account_filters(ctx.settings), scope))
+    limit = pf.stepLimit
+    ctes = [
+        f"ev AS (SELECT {PERSON_ID} AS actor, e.timestamp AS ts, {label} AS label FROM events e{scope.joins()} "
+        f"WHERE {' AND '.join(w for w in where if w != 'true')})",
+        "ev2 AS (SELECT * FROM ev WHERE label IS NOT NULL" +
+        (f" AND NOT list_contains({p.add([str(x) for x in excluded], 'ex')}, label))" if excluded else ")"),
+        f"g AS (SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR epoch(ts) - epoch(lag(ts) OVER w) >= "
+        f"{SESSION_GAP_SECONDS} THEN 1 ELSE 0 END AS brk FROM ev2 WINDOW w AS (PARTITION BY actor ORDER BY ts))",
+        "s AS (SELECT *, sum(brk) OVER (PARTITION BY actor ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM g)",
+        "c AS (SELECT * FROM (SELECT *, lead(label) OVER (PARTITION BY actor, sid ORDER BY ts) AS nxt FROM s) "
+        "WHERE nxt IS DISTINCT FROM label)",
+        "n AS (SELECT actor, sid, ts, label, row_number() OVER (PARTITION BY actor, sid ORDER BY ts) AS pos FROM c)",
+    ]
+    if pf.startPoint and pf.endPoint:
+        return _both(ctx, q, ctes, p)
+    if pf.startPoint:
+        ctes.append(f"st AS (SELECT actor, sid, min(pos) AS p0 FROM n WHERE label = {p.add(pf.startPoint, 'sp')} "
+                    f"GROUP BY ALL)")
+        ctes.append(f"kept AS (SELECT n.actor, n.sid, n.ts, n.label, n.pos - st.p0 + 1 AS k FROM n JOIN st "
+                    f"USING (actor, sid) WHERE n.pos >= st.p0 AND n.pos < st.p0 + {limit})")
+    elif pf.endPoint:
+        ctes.append(f"en AS (SELECT actor, sid, min(pos) AS p1 FROM n WHERE label = {p.add(pf.endPoint, 'ep')} "
+                    f"GROUP BY ALL)")
+        ctes.append(f"kept AS (SELECT n.actor, n.sid, n.ts, n.label, n.pos - greatest(en.p1 - {limit}, 0) AS k "
+                    f"FROM n JOIN en USING (actor, sid) WHERE n.pos <= en.p1 AND n.pos > en.p1 - {limit})")
+    else:
+        ctes.append(f"kept AS (SELECT actor, sid, ts, label, pos AS k FROM n WHERE pos <= {limit})")
+    sql = ("WITH " + ", ".join(ctes) +
+           " SELECT a.k || '_' || a.label, b.k || '_' || b.label, count(*), "
+           "avg(epoch_ms(b.ts) - epoch_ms(a.ts)) FROM kept a JOIN kept b "
+           "ON a.actor = b.actor AND a.sid = b.sid AND b.k = a.k + 1 GROUP BY 1, 2")
+    edges = [(src, dst, int(v), float(t)) for src, dst, v, t in ctx.execute(sql, p.values)]
+    return _result(edges, q)
+
+
+def _both(ctx: QueryContext, q: PathsQuery, ctes: list[str], p) -> dict:
+    pf = q.pathsFilter
+    limit = pf.stepLimit
+    sql = ("WITH " + ", ".join(ctes) + " SELECT list(label ORDER BY pos), list(epoch_ms(ts) ORDER BY pos) "
+           f"FROM n GROUP BY actor, sid HAVING list_contains(list(label), {p.add(pf.startPoint, 'sp')})")
+    counts: Counter = Counter()
+    times: dict = defaultdict(list)
+    for labels, stamps in ctx.execute(sql, p.values):
+        start = labels.index(pf.startPoint)
+        try:
+            end = labels.index(pf.endPoint, start + 1)
+        except ValueError:
+            continue
+        items = list(zip(labels[start:end + 1], stamps[start:end + 1]))
+        if len(items) > limit:
+            half = limit // 2
+            items = items[:half] + [("...", None)] + items[-half:]
+        for i in range(len(items) - 1):
+            key = (f"{i + 1}_{items[i][0]}", f"{i + 2}_{items[i + 1][0]}")
+            counts[key] += 1
+            if items[i][1] is not None and items[i + 1][1] is not None:
+                times[key].append(items[i + 1][1] - items[i][1])
+    edges = [(s, t, v, (sum(times[(s, t)]) / len(times[(s, t)])) if times[(s, t)] else 0.0)
+             for (s, t), v in counts.items()]
+    return _result(edges, q)
+
+
+def _result(edges: list[tuple], q: PathsQuery) -> dict:
+    pf = q.pathsFilter
+    lo = getattr(pf, "minEdgeWeight", None)
+    hi = getattr(pf, "maxEdgeWeight", None)
+    edges = [e for e in edges if (lo is None or e[2] >= lo) and (hi is None or e[2] <= hi)]
+    edges.sort(key=lambda e: (-e[2], e[0], e[1]))
+    edges = edges[:pf.edgeLimit]
+    # keep only what is reachable from a first-step node
+    reach = {e[0] for e in edges if e[0].startswith("1_")}
+    kept, changed = [], True
+    remaining = list(edges)
+    while changed:
+        changed = False
+        for e in list(remaining):
+            if e[0] in reach:
+                kept.append(e)
+                reach.add(e[1])
+                remaining.remove(e)
+                changed = True
+    kept.sort(key=lambda e: (-e[2], e[0], e[1]))
+    return {"results": [{"source": s, "target": t, "value": v, "average_conversion_time": avg}
+                        for s, t, v, avg in kept], "kind": "PathsQuery"}
