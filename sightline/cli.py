@@ -279,5 +279,10 @@ def _cell(v) -> str:
     return str(v)
 
 
+from sightline.flags.cli import flags_group  # noqa: E402
+
+main.add_command(flags_group)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

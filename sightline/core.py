@@ -70,6 +70,10 @@ class Sightline:
         self.bootstrap_info = self._bootstrap(project_token or os.environ.get("SIGHTLINE_PROJECT_TOKEN"),
                                               api_key or os.environ.get("SIGHTLINE_API_KEY"))
         self._writer: Writer | None = None
+        from sightline.flags.service import FlagService
+
+        # feature flags: definitions hot in memory; person/group properties from the live identity
+        self.flags = FlagService(self.meta, lambda: self._writer.identity if self._writer else None)
 
     # -- set-up --------------------------------------------------------------------------
     def _bootstrap(self, token: str | None, api_key: str | None) -> BootstrapInfo:

@@ -34,6 +34,59 @@ SCHEMA = [
         created_at TEXT NOT NULL,
         last_used_at TEXT
     )""",
+    # -- feature flags (sightline.flags): definitions are JSON documents, versioned and audited
+    """CREATE TABLE IF NOT EXISTS feature_flags (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 1,
+        data TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT,
+        updated_at TEXT NOT NULL,
+        updated_by TEXT
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS feature_flags_live_key ON feature_flags (project_id, key) "
+    "WHERE deleted = 0",
+    """CREATE TABLE IF NOT EXISTS feature_flag_activity (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        flag_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT,
+        at TEXT NOT NULL,
+        before TEXT,
+        after TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS feature_flag_activity_flag ON feature_flag_activity (flag_id, id)",
+    """CREATE TABLE IF NOT EXISTS cohorts (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        filters TEXT NOT NULL DEFAULT '{}',
+        is_static INTEGER NOT NULL DEFAULT 0,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS cohort_static_members (
+        cohort_id INTEGER NOT NULL,
+        distinct_id TEXT NOT NULL,
+        PRIMARY KEY (cohort_id, distinct_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS flag_hash_key_overrides (
+        project_id INTEGER NOT NULL,
+        distinct_id TEXT NOT NULL,
+        flag_key TEXT NOT NULL,
+        hash_key TEXT NOT NULL,
+        PRIMARY KEY (project_id, distinct_id, flag_key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )""",
 ]
 
 
@@ -139,6 +192,194 @@ class MetaStore:
             row = self._con.execute("SELECT id FROM api_keys WHERE key_hash = ?",
                                     (hash_key(value),)).fetchone()
         return row is not None
+
+    def api_key_label(self, value: str) -> str | None:
+        with self._lock:
+            row = self._con.execute("SELECT label, mask FROM api_keys WHERE key_hash = ?",
+                                    (hash_key(value),)).fetchone()
+        return f"{row[0]} ({row[1]})" if row else None
+
+    # -- feature flags and cohorts (owned by sightline.flags) ------------------------------
+    def _bump_flags_version(self) -> None:
+        self._con.execute("INSERT INTO counters (name, value) VALUES ('flags', 1) "
+                          "ON CONFLICT (name) DO UPDATE SET value = value + 1")
+
+    def flags_version(self) -> int:
+        """A counter bumped by every flag or cohort change, by any process (cheap to poll)."""
+        with self._lock:
+            row = self._con.execute("SELECT value FROM counters WHERE name = 'flags'").fetchone()
+        return row[0] if row else 0
+
+    def _transaction(self):
+        meta = self
+
+        class _Tx:
+            def __enter__(self_inner):
+                meta._lock.acquire()
+                meta._con.execute("BEGIN IMMEDIATE")
+                return meta._con
+
+            def __exit__(self_inner, exc_type, *rest):
+                try:
+                    meta._con.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    meta._lock.release()
+                return False
+
+        return _Tx()
+
+    _FLAG_COLUMNS = "id, project_id, key, deleted, version, data, created_at, created_by, updated_at, updated_by"
+
+    @staticmethod
+    def _flag_row(r: tuple) -> dict[str, Any]:
+        return {"id": r[0], "project_id": r[1], "key": r[2], "deleted": bool(r[3]), "version": r[4],
+                "data": orjson.loads(r[5]), "created_at": r[6], "created_by": r[7],
+                "updated_at": r[8], "updated_by": r[9]}
+
+    def flag_rows(self, project_id: int | None = None, include_deleted: bool = False) -> list[dict[str, Any]]:
+        sql = f"SELECT {self._FLAG_COLUMNS} FROM feature_flags WHERE 1=1"
+        args: list[Any] = []
+        if project_id is not None:
+            sql += " AND project_id = ?"
+            args.append(project_id)
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        with self._lock:
+            rows = self._con.execute(sql + " ORDER BY id", args).fetchall()
+        return [self._flag_row(r) for r in rows]
+
+    def flag_row(self, project_id: int, flag_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            r = self._con.execute(f"SELECT {self._FLAG_COLUMNS} FROM feature_flags "
+                                  "WHERE project_id = ? AND id = ?", (project_id, flag_id)).fetchone()
+        return self._flag_row(r) if r else None
+
+    def insert_flag(self, project_id: int, key: str, data: dict, actor: str | None,
+                    after: dict) -> int:
+        """Store a new flag (version 1) and its 'created' activity in one transaction."""
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as con:
+            cur = con.execute(
+                "INSERT INTO feature_flags (project_id, key, deleted, version, data, created_at, "
+                "created_by, updated_at, updated_by) VALUES (?, ?, 0, 1, ?, ?, ?, ?, ?)",
+                (project_id, key, orjson.dumps(data).decode(), now, actor, now, actor))
+            flag_id = cur.lastrowid
+            after = {**after, "id": flag_id}
+            con.execute("INSERT INTO feature_flag_activity (project_id, flag_id, version, action, actor, "
+                        "at, before, after) VALUES (?, ?, 1, 'created', ?, ?, NULL, ?)",
+                        (project_id, flag_id, actor, now, orjson.dumps(after).decode()))
+            self._bump_flags_version()
+        return flag_id
+
+    def update_flag(self, project_id: int, flag_id: int, *, key: str, data: dict, deleted: bool,
+                    expected_version: int, action: str, actor: str | None, before: dict,
+                    after: dict) -> int:
+        """Write a new version of a flag if nobody changed it meanwhile; returns the new version
+        (0 if ``expected_version`` is stale)."""
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as con:
+            cur = con.execute(
+                "UPDATE feature_flags SET key = ?, data = ?, deleted = ?, version = version + 1, "
+                "updated_at = ?, updated_by = ? WHERE project_id = ? AND id = ? AND version = ?",
+                (key, orjson.dumps(data).decode(), int(deleted), now, actor, project_id, flag_id,
+                 expected_version))
+            if cur.rowcount != 1:
+                return 0
+            version = expected_version + 1
+            con.execute("INSERT INTO feature_flag_activity (project_id, flag_id, version, action, actor, "
+                        "at, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (project_id, flag_id, version, action, actor, now,
+                         orjson.dumps(before).decode(), orjson.dumps({**after, "version": version}).decode()))
+            self._bump_flags_version()
+        return version
+
+    def flag_activity(self, project_id: int, flag_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT id, version, action, actor, at, before, after FROM feature_flag_activity "
+                "WHERE project_id = ? AND flag_id = ? ORDER BY id DESC", (project_id, flag_id)).fetchall()
+        return [{"id": r[0], "version": r[1], "action": r[2], "actor": r[3], "at": r[4],
+                 "before": orjson.loads(r[5]) if r[5] else None,
+                 "after": orjson.loads(r[6]) if r[6] else None} for r in rows]
+
+    def cohort_rows(self, project_id: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, project_id, name, filters, is_static, deleted, created_at, updated_at FROM cohorts"
+        args: tuple = ()
+        if project_id is not None:
+            sql += " WHERE project_id = ?"
+            args = (project_id,)
+        with self._lock:
+            rows = self._con.execute(sql + " ORDER BY id", args).fetchall()
+        return [{"id": r[0], "project_id": r[1], "name": r[2], "filters": orjson.loads(r[3]),
+                 "is_static": bool(r[4]), "deleted": bool(r[5]), "created_at": r[6],
+                 "updated_at": r[7]} for r in rows]
+
+    def create_cohort(self, project_id: int, name: str, filters: dict | None = None, *,
+                      is_static: bool = False, members: list[str] | None = None) -> int:
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as con:
+            cur = con.execute("INSERT INTO cohorts (project_id, name, filters, is_static, created_at, "
+                              "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                              (project_id, name, orjson.dumps(filters or {}).decode(), int(is_static),
+                               now, now))
+            cid = cur.lastrowid
+            con.executemany("INSERT OR IGNORE INTO cohort_static_members (cohort_id, distinct_id) "
+                            "VALUES (?, ?)", [(cid, d) for d in (members or [])])
+            self._bump_flags_version()
+        return cid
+
+    def update_cohort(self, cohort_id: int, *, name: str | None = None, filters: dict | None = None,
+                      deleted: bool | None = None, add_members: list[str] | None = None,
+                      remove_members: list[str] | None = None) -> None:
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as con:
+            if name is not None:
+                con.execute("UPDATE cohorts SET name = ? WHERE id = ?", (name, cohort_id))
+            if filters is not None:
+                con.execute("UPDATE cohorts SET filters = ? WHERE id = ?",
+                            (orjson.dumps(filters).decode(), cohort_id))
+            if deleted is not None:
+                con.execute("UPDATE cohorts SET deleted = ? WHERE id = ?", (int(deleted), cohort_id))
+            con.executemany("INSERT OR IGNORE INTO cohort_static_members (cohort_id, distinct_id) "
+                            "VALUES (?, ?)", [(cohort_id, d) for d in (add_members or [])])
+            con.executemany("DELETE FROM cohort_static_members WHERE cohort_id = ? AND distinct_id = ?",
+                            [(cohort_id, d) for d in (remove_members or [])])
+            con.execute("UPDATE cohorts SET updated_at = ? WHERE id = ?", (now, cohort_id))
+            self._bump_flags_version()
+
+    def static_cohort_members(self, project_id: int) -> dict[str, set[int]]:
+        """distinct id → the static cohorts of ``project_id`` it belongs to."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT m.distinct_id, m.cohort_id FROM cohort_static_members m JOIN cohorts c "
+                "ON c.id = m.cohort_id WHERE c.project_id = ? AND c.deleted = 0", (project_id,)).fetchall()
+        out: dict[str, set[int]] = {}
+        for did, cid in rows:
+            out.setdefault(did, set()).add(cid)
+        return out
+
+    def hash_key_overrides(self, project_id: int, distinct_ids: list[str]) -> dict[str, str]:
+        """flag key → hash key stored for any of ``distinct_ids`` (experience continuity)."""
+        if not distinct_ids:
+            return {}
+        marks = ",".join("?" * len(distinct_ids))
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT flag_key, hash_key FROM flag_hash_key_overrides WHERE project_id = ? "
+                f"AND distinct_id IN ({marks}) ORDER BY rowid", (project_id, *distinct_ids)).fetchall()
+        out: dict[str, str] = {}
+        for flag_key, hash_key_ in rows:
+            out.setdefault(flag_key, hash_key_)
+        return out
+
+    def set_hash_key_overrides(self, project_id: int, distinct_ids: list[str],
+                               overrides: dict[str, str]) -> None:
+        """Remember ``overrides`` for each distinct id; existing overrides are kept."""
+        with self._transaction() as con:
+            con.executemany(
+                "INSERT OR IGNORE INTO flag_hash_key_overrides (project_id, distinct_id, flag_key, "
+                "hash_key) VALUES (?, ?, ?, ?)",
+                [(project_id, d, k, v) for d in distinct_ids for k, v in overrides.items()])
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from sightline.core import Sightline
 from sightline.errors import SightlineError
+from sightline.flags import http as flags_http
 from sightline.web import api, capture, sdk
 from sightline.web.http import CORSMiddleware, error_response, json_response, require_api_key
 
@@ -70,6 +71,7 @@ def routes() -> list[Route]:
     for path in ("/flags", "/decide"):
         for p in _both(path):
             out.append(Route(p, sdk.flags, methods=ANY))
+    out += flags_http.routes()  # flag definitions, remote config, /api/projects/{id}/feature_flags/
     out.append(Route("/_health", health, methods=["GET"]))
     out.append(Route("/metrics", metrics, methods=["GET"]))
     base = "/api/projects/{project_id}"
@@ -96,5 +98,6 @@ def create_app(core: Sightline) -> Starlette:
     app = Starlette(routes=routes(), lifespan=lifespan,
                     exception_handlers={404: not_found, 405: method_not_allowed})
     app.state.core = core
+    app.state.flags = core.flags
     app.add_middleware(CORSMiddleware)
     return app

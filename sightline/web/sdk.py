@@ -1,18 +1,20 @@
 """What the SDKs fetch besides capture: remote config (`/array/<token>/config[.js]`) and flags.
 
-Feature flags are evaluated by :mod:`sightline.flags` once that lands; until then `/flags` and
-`/decide` answer the shapes the SDKs expect with no flags, so posthog-js boots quietly.
+Feature flags are evaluated by :mod:`sightline.flags`; `/flags` and `/decide` answer in the shape
+each SDK version expects (spec §4).
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sightline.errors import NotFound, SightlineError
+from sightline.errors import InvalidInput, NotFound, SightlineError
+from sightline.flags.service import parse_flags_request
 from sightline.ingest.decode import decode_body
 from sightline.web.http import error_response, json_response, read_body
 
@@ -77,23 +79,25 @@ async def array_config_js(request: Request) -> Response:
 
 
 async def flags(request: Request) -> Response:
-    """`/flags` and `/decide`: the response shape each version expects (no flags yet)."""
+    """`/flags` and `/decide`: evaluate the project's flags in the shape each version expects."""
     core = request.app.state.core
     path = request.url.path.rstrip("/")
     query = request.query_params
     if request.method == "HEAD":
         return Response(status_code=200)
-    body_json: dict = {}
+    body_json: Any = {}
     if request.method == "POST":
         try:
             body = await read_body(request, core.settings.max_body_bytes)
-            if body:
-                parsed = decode_body(body, query=dict(query), content_type=request.headers.get("content-type"),
-                                     content_encoding=request.headers.get("content-encoding"),
-                                     legacy=False, max_bytes=core.settings.max_decoded_bytes)
-                body_json = parsed if isinstance(parsed, dict) else {}
+            if body or query.get("data"):
+                body_json = decode_body(body, query=dict(query), content_type=request.headers.get("content-type"),
+                                        content_encoding=request.headers.get("content-encoding"),
+                                        legacy=False, max_bytes=core.settings.max_decoded_bytes)
         except SightlineError as exc:
             return error_response(exc)
+        if not isinstance(body_json, dict):
+            return error_response(InvalidInput("The flags request body must be a JSON object.",
+                                               code="invalid_payload"))
     token = body_json.get("token") or body_json.get("$token") or body_json.get("api_key") or query.get("token")
     project = core.meta.project_by_token(token) if isinstance(token, str) else None
     if request.method == "POST" and project is None:
@@ -113,15 +117,26 @@ async def flags(request: Request) -> Response:
         cfg = query.get("config")
         with_config = ("v" not in query and cfg is None) or (
             cfg is not None and cfg.lower() not in ("0", "false", "no", "off"))
+    results: dict = {}
+    if request.method == "POST" and project is not None:
+        try:
+            req = parse_flags_request(body_json)
+            results, errors = core.flags.evaluate(project.id, req)
+        except SightlineError as exc:
+            return error_response(exc)
+        out["errorsWhileComputingFlags"] = errors
     if shape == "decide_v1":
-        out["featureFlags"] = []
-    elif shape in ("decide_v2", "flags_v1"):
-        out["featureFlags"] = {}
-        out["featureFlagPayloads"] = {}
+        out["featureFlags"] = [k for k, r in results.items() if r.enabled]
+    elif shape == "decide_v2":
+        out["featureFlags"] = {k: r.value for k, r in results.items() if r.enabled}
+    elif shape == "flags_v1":
+        out["featureFlags"] = {k: r.value for k, r in results.items()}
+        out["featureFlagPayloads"] = {k: r.payload for k, r in results.items()
+                                      if r.enabled and r.payload is not None}
     else:
-        out["flags"] = {}
+        out["flags"] = {k: r.detail() for k, r in results.items()}
     if with_config and project is not None:
-        config = remote_config(project.api_token, has_feature_flags=False)
+        config = remote_config(project.api_token, has_feature_flags=_has_flags(request, project.id))
         config.pop("token")
         out.update(config)
     return json_response(out)
