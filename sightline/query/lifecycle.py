@@ -10,7 +10,8 @@ from sightline.query.model import LifecycleQuery
 STATUSES = ("new", "returning", "resurrecting", "dormant")
 
 
-def run(ctx: QueryContext, q: LifecycleQuery) -> dict:
+def build(ctx: QueryContext, q: LifecycleQuery):
+    """The CTEs ending in st(period, status, actor): every actor's status in every period."""
     unit = q.interval
     rng = resolve(q.dateRange.date_from, q.dateRange.date_to, interval=unit, tz=ctx.timezone, now=ctx.now,
                   explicit=q.dateRange.explicitDate, week_start_monday=ctx.week_start_monday)
@@ -42,8 +43,13 @@ def run(ctx: QueryContext, q: LifecycleQuery) -> dict:
            f"WINDOW w AS (PARTITION BY a.actor ORDER BY a.p)), "
            f"st AS (SELECT p AS period, CASE WHEN j = 1 AND c = p THEN 'new' "
            f"WHEN j <> 1 AND prev_p = p - {one} THEN 'returning' ELSE 'resurrecting' END AS status, actor FROM seq "
-           f"UNION ALL SELECT p + {one}, 'dormant', actor FROM seq WHERE next_p IS NULL OR next_p <> p + {one}) "
-           f"SELECT period, status, count(DISTINCT actor) FROM st GROUP BY ALL")
+           f"UNION ALL SELECT p + {one}, 'dormant', actor FROM seq WHERE next_p IS NULL OR next_p <> p + {one}) ")
+    return sql, p, rng, buckets, series
+
+
+def run(ctx: QueryContext, q: LifecycleQuery) -> dict:
+    ctes, p, rng, buckets, series = build(ctx, q)
+    sql = ctes + "SELECT period, status, count(DISTINCT actor) FROM st GROUP BY ALL"
     counts: dict[tuple, int] = {(row[0], row[1]): int(row[2]) for row in ctx.execute(sql, p.values)}
     results = []
     for status in STATUSES:

@@ -41,7 +41,8 @@ def _period_diff(unit: str, a: str, b: str) -> str:
     return f"date_diff('{unit}', {a}, {b})"
 
 
-def run(ctx: QueryContext, q: RetentionQuery) -> dict:
+def build(ctx: QueryContext, q: RetentionQuery):
+    """The cohort CTEs: s(actor, cohort) starts, r(actor, b) returns, k(cohort, actor, k) returns by period."""
     rf = q.retentionFilter
     unit = PERIOD_UNIT[rf.period]
     rng = cohort_range(ctx, q)
@@ -77,8 +78,15 @@ def run(ctx: QueryContext, q: RetentionQuery) -> dict:
     returns = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS b FROM events e{joins} "
                f"WHERE {base_where} AND {returning} AND e.timestamp >= {start} AND e.timestamp <= {end}")
     diff = _period_diff(unit, "s.cohort", "r.b")
-    sql = (f"WITH s AS ({starts}), r AS ({returns}), "
-           f"k AS (SELECT s.cohort, s.actor, {diff} AS k FROM s JOIN r ON r.actor = s.actor AND r.b > s.cohort) "
+    ctes = (f"WITH s AS ({starts}), r AS ({returns}), "
+            f"k AS (SELECT s.cohort, s.actor, {diff} AS k FROM s JOIN r ON r.actor = s.actor AND r.b > s.cohort) ")
+    return ctes, p, rng, unit
+
+
+def run(ctx: QueryContext, q: RetentionQuery) -> dict:
+    rf = q.retentionFilter
+    ctes, p, rng, unit = build(ctx, q)
+    sql = (ctes +
            f"SELECT cohort, NULL AS k, count(DISTINCT actor) FROM s GROUP BY cohort "
            f"UNION ALL SELECT cohort, k, count(DISTINCT actor) FROM k GROUP BY cohort, k "
            + ("UNION ALL SELECT cohort, -1 - m, count(*) FROM (SELECT cohort, actor, max(k) AS m FROM k GROUP BY ALL) "

@@ -41,10 +41,18 @@ def parse(query: dict) -> Any:
 def run_query(core, query: dict, *, project_id: int | None = None, now: datetime | None = None) -> dict:
     """Run one query (PostHog query JSON) for a project of ``core`` and return the result JSON."""
     project = core.resolve_project(project_id)
-    q = parse(query)
     ctx = QueryContext(core.storage, project.id, timezone=project.timezone, settings=project.settings)
     if now is not None:
         ctx.now = now
+    if isinstance(query, dict) and query.get("kind") == "InsightActorsQuery":
+        from sightline.query import actors
+
+        try:
+            a = actors.InsightActorsQuery.model_validate(query)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        return actors.run(ctx, a)
+    q = parse(query)
     runner = RUNNERS.get(q.kind)
     if runner is None:
         raise InvalidInput(f"{q.kind} is not available yet.", code="not_supported")
