@@ -23,6 +23,7 @@ class QueryContext:
     settings: dict = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     timings: list[tuple[str, float]] = field(default_factory=list)
+    cohorts: dict = field(default_factory=dict)
 
     @property
     def dialect(self):
@@ -33,7 +34,7 @@ class QueryContext:
         return self.settings.get("week_start_day", 0) == 1
 
     def scope(self) -> Scope:
-        return Scope(self.project_id, self.dialect, tz=self.timezone)
+        return Scope(self.project_id, self.dialect, tz=self.timezone, cohorts=self.cohorts, now=self.now)
 
     def execute(self, sql: str, params: dict[str, Any]) -> list[tuple]:
         # builders may add a parameter they end up not using; DuckDB refuses unused ones

@@ -32,6 +32,8 @@ class Scope:
     person_join: bool = False
     group_joins: set[int] = field(default_factory=set)
     tz: str = "UTC"
+    cohorts: dict = field(default_factory=dict)  # id → cohort (with "members" when static)
+    now: Any = None
 
     def __post_init__(self) -> None:
         self.project = self.params.add(self.project_id, "project")
@@ -84,7 +86,10 @@ def _number(v: Any, key: str) -> float:
 
 def filter_sql(f: PropertyFilter, scope: Scope) -> str:
     if f.type == "cohort":
-        raise InvalidInput("Cohort filters are not available yet.", attr="type", code="not_supported")
+        from sightline.query.cohorts import cohort_sql
+
+        sql = cohort_sql(f.value, scope, scope.cohorts, scope.now)
+        return f"(NOT {sql})" if f.operator in ("not_in", "is_not") else sql
     expr = scope.prop(f.key, f.type, f.group_type_index)
     d, params, op = scope.dialect, scope.params, f.operator
     if op in ("is_set", "is_not_set"):

@@ -24,7 +24,8 @@ RUNNERS = {
 
 def validation_error(exc: ValidationError) -> InvalidInput:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query",))
+    # drop the envelope and the discriminator (the query kind) from the location
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "query" and not str(p).endswith("Query"))
     return InvalidInput(f"Invalid query: {where or 'query'}: {first.get('msg')}.", code="invalid_query",
                         attr=where or None)
 
@@ -38,10 +39,23 @@ def parse(query: dict) -> Any:
         raise validation_error(exc) from None
 
 
+def load_cohorts(meta, project_id: int) -> dict:
+    """The project's cohorts by id; static ones carry their members (distinct ids)."""
+    if not hasattr(meta, "cohort_rows"):
+        return {}
+    cohorts = {row["id"]: dict(row) for row in meta.cohort_rows(project_id)}
+    if any(c["is_static"] for c in cohorts.values()):
+        for distinct_id, ids in meta.static_cohort_members(project_id).items():
+            for cid in ids:
+                cohorts[cid].setdefault("members", []).append(distinct_id)
+    return cohorts
+
+
 def run_query(core, query: dict, *, project_id: int | None = None, now: datetime | None = None) -> dict:
     """Run one query (PostHog query JSON) for a project of ``core`` and return the result JSON."""
     project = core.resolve_project(project_id)
-    ctx = QueryContext(core.storage, project.id, timezone=project.timezone, settings=project.settings)
+    ctx = QueryContext(core.storage, project.id, timezone=project.timezone, settings=project.settings,
+                       cohorts=load_cohorts(core.meta, project.id))
     if now is not None:
         ctx.now = now
     if isinstance(query, dict) and query.get("kind") == "InsightActorsQuery":

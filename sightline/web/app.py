@@ -14,7 +14,7 @@ from starlette.routing import Route
 from sightline.core import Sightline
 from sightline.errors import SightlineError
 from sightline.flags import http as flags_http
-from sightline.web import api, capture, sdk
+from sightline.web import api, capture, cohorts, sdk
 from sightline.web.http import CORSMiddleware, error_response, json_response, require_api_key
 
 log = logging.getLogger("sightline.web")
@@ -79,6 +79,9 @@ def routes() -> list[Route]:
     out.append(Route(base + "/persons/", api.persons, methods=["GET"]))
     out.append(Route(base + "/persons/{person_id}/", api.person, methods=["GET"]))
     out.append(Route(base + "/query/", api.query, methods=["POST"]))
+    out.append(Route(base + "/cohorts/", cohorts.collection, methods=["GET", "POST"]))
+    out.append(Route(base + "/cohorts/{cohort_id}/", cohorts.item, methods=["GET", "PATCH", "DELETE"]))
+    out.append(Route(base + "/cohorts/{cohort_id}/persons/", cohorts.persons, methods=["GET"]))
     out.append(Route(base + "/query", api.query, methods=["POST"]))
     return out
 
