@@ -85,7 +85,8 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
     _setup_logging(log_level, json_logs)
     settings = Settings(max_body_bytes=max_body_mb * 1024 * 1024,
                         max_decoded_bytes=max_body_mb * 1024 * 1024)
-    core = _open(data_dir, project_token=project_token, api_key=api_key, settings=settings)
+    core = _open(data_dir, project_token=project_token or os.environ.get("SIGHTLINE_PROJECT_TOKEN"),
+                 api_key=api_key, settings=settings)
     info = core.bootstrap_info
     url = f"http://{host}:{port}"
     click.echo(f"Sightline is starting on {url}  (data: {data_dir.resolve()})")
@@ -144,6 +145,7 @@ def import_(files: tuple[Path, ...], data_dir: Path, fmt: str, no_progress: bool
     from sightline.ingest.bulk import import_files
 
     core = _open(data_dir)
+    new_key = core.bootstrap_info.new_api_key
     try:
         summary = import_files(core, list(files), fmt=fmt, progress=not no_progress)
     except SightlineError as exc:
@@ -151,6 +153,8 @@ def import_(files: tuple[Path, ...], data_dir: Path, fmt: str, no_progress: bool
         _fail(exc)
     core.close()
     click.echo(summary.render())
+    if new_key:
+        click.echo(f"Secret API key for this new data directory (shown once): {new_key}")
 
 
 @main.command()
@@ -175,8 +179,11 @@ def demo(data_dir: Path, n_events: int, seed: int, days: int, no_progress: bool)
         core.close()
         _fail(exc)
     token = core.project.api_token
+    new_key = core.bootstrap_info.new_api_key
     core.close()
     click.echo(summary.render())
+    if new_key:
+        click.echo(f"Secret API key (shown once, keep it safe): {new_key}")
     click.echo(f"Demo data is in {data_dir}. Start the server with: sightline serve --data-dir {data_dir}")
     click.echo(f"Project token: {token}")
 

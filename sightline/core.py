@@ -67,7 +67,9 @@ class Sightline:
         self.read_only = read_only
         self.meta = MetaStore(self.data_dir / "meta.sqlite")
         self.storage: Storage = open_storage(self.data_dir, store=store, read_only=read_only)
-        self.bootstrap_info = self._bootstrap(project_token or os.environ.get("SIGHTLINE_PROJECT_TOKEN"),
+        # An explicit token pins (and may rotate) the project's token; the environment only
+        # names it when the project is created, so a stray variable never rotates a live token.
+        self.bootstrap_info = self._bootstrap(project_token, os.environ.get("SIGHTLINE_PROJECT_TOKEN"),
                                               api_key or os.environ.get("SIGHTLINE_API_KEY"))
         self._writer: Writer | None = None
         from sightline.flags.service import FlagService
@@ -76,11 +78,11 @@ class Sightline:
         self.flags = FlagService(self.meta, lambda: self._writer.identity if self._writer else None)
 
     # -- set-up --------------------------------------------------------------------------
-    def _bootstrap(self, token: str | None, api_key: str | None) -> BootstrapInfo:
+    def _bootstrap(self, token: str | None, env_token: str | None, api_key: str | None) -> BootstrapInfo:
         project = self.meta.default_project()
         created = False
         if project is None:
-            project = self.meta.create_project("Default project", token=token)
+            project = self.meta.create_project("Default project", token=token or env_token)
             created = True
         elif token and project.api_token != token:
             project = self.meta.set_project_token(project.id, token)

@@ -247,8 +247,11 @@ def normalize_event(raw: Any, *, now: datetime, sent_at: datetime | None) -> Eve
         raise InvalidInput(f"`timestamp` is not an ISO-8601 date: {str(raw_ts)[:64]!r}.",
                            code="invalid_timestamp")
     event_sent_at = parse_timestamp(raw.get("sent_at")) or sent_at
-    ts = correct_timestamp(timestamp=timestamp, offset_ms=raw.get("offset"), sent_at=event_sent_at,
-                           now=now, ignore_sent_at=props.get("$ignore_sent_at") is True)
+    try:
+        ts = correct_timestamp(timestamp=timestamp, offset_ms=raw.get("offset"), sent_at=event_sent_at,
+                               now=now, ignore_sent_at=props.get("$ignore_sent_at") is True)
+    except (OverflowError, ValueError):
+        raise InvalidInput("`timestamp`, `offset` or `sent_at` is out of range.", code="invalid_timestamp") from None
 
     # Person updates: top-level wins over the copy inside properties. Like PostHog, the
     # stored event keeps them in its properties.

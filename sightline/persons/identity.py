@@ -121,8 +121,11 @@ def _ts(event: Event) -> float:
 def apply_set(target: Person | Group, values: dict[str, Any], ts: float) -> bool:
     """``$set``: a key is written unless an event newer than ``ts`` already wrote it."""
     changed = False
+    once = target.once_keys if isinstance(target, Person) else ()
     for key, value in values.items():
-        if target.properties_ts.get(key, float("-inf")) <= ts:
+        # a value from $set_once yields to any $set: in timestamp order the $set either came
+        # first (so the $set_once did nothing) or came later (so it overwrites)
+        if key in once or target.properties_ts.get(key, float("-inf")) <= ts:
             if target.properties.get(key, _MISSING) != value or key not in target.properties:
                 target.properties[key] = value
                 changed = True
@@ -284,7 +287,10 @@ class IdentityState:
         if is_illegal_id(other_id) or is_illegal_id(target_id):
             self._warn(project_id, "cannot_merge_with_illegal_distinct_id",
                        {"distinct_id": target_id, "other_distinct_id": other_id}, event, changes)
-            return self.get_or_create(project_id, target_id, event.timestamp, changes)
+            person = self.get_or_create(project_id, target_id, event.timestamp, changes)
+            if not is_illegal_id(target_id):
+                self._mark_identified(person, changes)
+            return person
 
         target = self.person_for(project_id, target_id)
         source = self.person_for(project_id, other_id)
@@ -334,7 +340,9 @@ class IdentityState:
             source_properties=dict(source.properties), source_is_identified=source.is_identified,
             source_created_at=source.created_at, reason=reason))
         for key, value in source.properties.items():
-            if key not in target.properties:
+            # the target wins; a key the target removed stays removed unless the source set it later
+            if key not in target.properties and \
+                    target.properties_ts.get(key, float("-inf")) < source.properties_ts.get(key, 0.0):
                 target.properties[key] = value
                 target.properties_ts[key] = source.properties_ts.get(key, 0.0)
                 if key in source.once_keys:

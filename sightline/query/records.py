@@ -115,11 +115,19 @@ def list_events(storage: Storage, project_id: int, *, event: str | None = None,
         params["cursor_ts"] = _ts_param("cursor", parts[0])
         params["cursor_uuid"] = str(parts[1])
     params["limit"] = n + 1
+    # Two steps: find the page on narrow columns, then read the wide ones only for its rows
+    # (bounded by the page's time range, which lets the store skip everything else).
+    top = storage.execute(f"SELECT e.timestamp, CAST(e.uuid AS VARCHAR) FROM {EVENTS_FROM} "
+                          f"WHERE {' AND '.join(where)} ORDER BY e.timestamp DESC, e.uuid DESC LIMIT $limit",
+                          params).rows
+    if not top:
+        return Page([], None)
     sql = (f"SELECT CAST(e.uuid AS VARCHAR), e.event, e.distinct_id, e.properties, e.timestamp, "
            f"CAST({RESOLVED_PERSON} AS VARCHAR), e.elements_chain, e.created_at "
-           f"FROM {EVENTS_FROM} WHERE {' AND '.join(where)} "
-           f"ORDER BY e.timestamp DESC, e.uuid DESC LIMIT $limit")
-    rows = storage.execute(sql, params).rows
+           f"FROM {EVENTS_FROM} WHERE e.project_id = $project AND e.timestamp >= $lo AND e.timestamp <= $hi "
+           f"AND list_contains($uuids, CAST(e.uuid AS VARCHAR)) ORDER BY e.timestamp DESC, e.uuid DESC")
+    rows = storage.execute(sql, {"project": project_id, "lo": top[-1][0], "hi": top[0][0],
+                                 "uuids": [u for _, u in top]}).rows
     results = [{
         "id": r[0], "uuid": r[0], "event": r[1], "distinct_id": r[2],
         "properties": orjson.loads(r[3]) if r[3] else {},
@@ -145,7 +153,9 @@ def list_persons(storage: Storage, project_id: int, *, distinct_id: str | None =
                      "WHERE project_id = $project AND distinct_id = $distinct_id)")
         params["distinct_id"] = distinct_id
     if person_id:
-        where.append("p.id = TRY_CAST($person_id AS UUID)")
+        # a merged-away id resolves to the person it was merged into
+        where.append("p.id = coalesce((SELECT override_person_id FROM person_overrides WHERE project_id = $project "
+                     "AND old_person_id = TRY_CAST($person_id AS UUID)), TRY_CAST($person_id AS UUID))")
         params["person_id"] = person_id
     if search:
         where.append("(contains(lower(CAST(p.properties AS VARCHAR)), lower($search)) OR p.id IN "

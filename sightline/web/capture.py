@@ -59,6 +59,7 @@ async def capture(request: Request) -> Response:
         else:
             project, req, batch = _process(core, body, query, request.headers, path)
         if req.events and not batch.events and batch.rejected:
+            core.metrics.capture_request(received=len(req.events), stored=0, rejected=batch.rejected)
             first = batch.rejected[0]
             return json_response({"type": "validation_error", "code": first.code,
                                   "detail": f"No valid event in the request. Event {first.index}: "

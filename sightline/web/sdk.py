@@ -6,6 +6,7 @@ each SDK version expects (spec §4).
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sightline.errors import InvalidInput, NotFound, SightlineError
+from sightline.errors import AuthenticationFailed, InvalidInput, NotFound, SightlineError
 from sightline.flags.service import parse_flags_request
 from sightline.ingest.decode import decode_body
 from sightline.web.http import error_response, json_response, read_body
@@ -101,8 +102,7 @@ async def flags(request: Request) -> Response:
     token = body_json.get("token") or body_json.get("$token") or body_json.get("api_key") or query.get("token")
     project = core.meta.project_by_token(token) if isinstance(token, str) else None
     if request.method == "POST" and project is None:
-        return error_response(SightlineError("Project token is not valid.", code="invalid_token",
-                                             status=401))
+        return error_response(AuthenticationFailed("Project token is not valid.", code="invalid_token"))
     try:
         version = int(query.get("v", "0") or 0)
     except ValueError:
@@ -118,6 +118,7 @@ async def flags(request: Request) -> Response:
         with_config = ("v" not in query and cfg is None) or (
             cfg is not None and cfg.lower() not in ("0", "false", "no", "off"))
     results: dict = {}
+    started = time.perf_counter()
     if request.method == "POST" and project is not None:
         try:
             req = parse_flags_request(body_json)
@@ -125,6 +126,7 @@ async def flags(request: Request) -> Response:
         except SightlineError as exc:
             return error_response(exc)
         out["errorsWhileComputingFlags"] = errors
+    elapsed_ms = (time.perf_counter() - started) * 1000
     if shape == "decide_v1":
         out["featureFlags"] = [k for k, r in results.items() if r.enabled]
     elif shape == "decide_v2":
@@ -139,4 +141,5 @@ async def flags(request: Request) -> Response:
         config = remote_config(project.api_token, has_feature_flags=_has_flags(request, project.id))
         config.pop("token")
         out.update(config)
-    return json_response(out)
+    # how long evaluation took (person lookup + every flag), for benchmarks and browser devtools
+    return json_response(out, headers={"Server-Timing": f"flags;dur={elapsed_ms:.3f}"})

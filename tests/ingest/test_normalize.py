@@ -140,3 +140,12 @@ def test_tokens():
     with pytest.raises(AuthenticationFailed) as exc:
         request_token(None, [{"event": "e"}])
     assert exc.value.status == 401
+
+
+def test_out_of_range_times_reject_only_that_event():
+    batch = normalize_batch([{"event": "e", "distinct_id": "d", "offset": 1e14},
+                             {"event": "e", "distinct_id": "d", "timestamp": "2024-01-01T00:00:00Z",
+                              "sent_at": "9999-12-31T00:00:00Z"},
+                             {"event": "ok", "distinct_id": "d"}], now=NOW)
+    assert [r.code for r in batch.rejected] == ["invalid_timestamp", "invalid_timestamp"]
+    assert [e.event for e in batch.events] == ["ok"]

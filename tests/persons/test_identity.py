@@ -164,3 +164,19 @@ def test_state_survives_storage_round_trip(tmp_path):
         assert rows == [(1,)]
         merges = s.storage.execute("SELECT reason, source_distinct_ids FROM person_merges").rows
         assert merges == [("$identify", '["a1"]')]
+
+
+def test_set_beats_set_once_whatever_the_arrival_order():
+    w = World()
+    w.send(ev("e", "p", {"$set_once": {"k": "once"}}, minutes=10))
+    w.send(ev("e", "p", {"$set": {"k": "set"}}, minutes=1))  # earlier event, arriving later
+    assert w.person("p").properties["k"] == "set"
+
+
+def test_merge_does_not_resurrect_a_key_the_target_removed():
+    w = World()
+    w.send(ev("e", "B", {"$set": {"k": "old"}}, minutes=0))
+    w.send(ev("e", "A", {"$set": {"k": "a"}}, minutes=1))
+    w.send(ev("e", "A", {"$unset": ["k"]}, minutes=2))
+    w.send(ev("$merge_dangerously", "A", {"alias": "B"}, minutes=3))
+    assert "k" not in w.person("A").properties
