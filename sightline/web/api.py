@@ -85,3 +85,52 @@ async def query(request: Request) -> Response:
     except SightlineError as exc:
         return error_response(exc)
     return json_response(result)
+
+
+PROJECT_SETTINGS = {"test_account_filters", "path_cleaning_filters", "week_start_day", "anonymize_ips",
+                    "data_retention_days"}
+
+
+def project_json(project) -> dict:
+    return {"id": project.id, "name": project.name, "api_token": project.api_token, "timezone": project.timezone,
+            "created_at": project.created_at, **{k: project.settings.get(k) for k in sorted(PROJECT_SETTINGS)}}
+
+
+async def project(request: Request) -> Response:
+    """`GET/PATCH /api/projects/<id>/`: name, time zone and query settings."""
+    import orjson
+
+    from sightline.query.dates import zone
+    from sightline.query.model import PropertyFilter
+    from sightline.web.http import read_body
+
+    try:
+        require_api_key(request)
+        core = request.app.state.core
+        proj = core.resolve_project(request.path_params["project_id"])
+        if request.method == "PATCH":
+            body = await read_body(request, core.settings.max_body_bytes)
+            try:
+                payload = orjson.loads(body or b"{}")
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"The body is not JSON: {exc}", code="invalid_json") from None
+            if not isinstance(payload, dict):
+                raise InvalidInput("The body must be a JSON object.", code="invalid_json")
+            unknown = set(payload) - PROJECT_SETTINGS - {"name", "timezone"}
+            if unknown:
+                raise InvalidInput(f"Unknown project fields: {', '.join(sorted(unknown))}.", attr=sorted(unknown)[0])
+            if "timezone" in payload:
+                zone(str(payload["timezone"]))
+            for f in payload.get("test_account_filters") or []:
+                try:
+                    PropertyFilter.model_validate(f)
+                except Exception as exc:  # pydantic's ValidationError
+                    raise InvalidInput(f"Invalid test account filter {f!r}: {exc}", attr="test_account_filters") from None
+            if "week_start_day" in payload and payload["week_start_day"] not in (0, 1):
+                raise InvalidInput("week_start_day is 0 (Sunday) or 1 (Monday).", attr="week_start_day")
+            settings = {k: v for k, v in payload.items() if k in PROJECT_SETTINGS}
+            proj = core.meta.update_project(proj.id, name=payload.get("name"), timezone_name=payload.get("timezone"),
+                                            settings=settings)
+    except SightlineError as exc:
+        return error_response(exc)
+    return json_response(project_json(proj))

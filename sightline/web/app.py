@@ -75,6 +75,7 @@ def routes() -> list[Route]:
     out.append(Route("/_health", health, methods=["GET"]))
     out.append(Route("/metrics", metrics, methods=["GET"]))
     base = "/api/projects/{project_id}"
+    out.append(Route(base + "/", api.project, methods=["GET", "PATCH"]))
     out.append(Route(base + "/events/", api.events, methods=["GET"]))
     out.append(Route(base + "/persons/", api.persons, methods=["GET"]))
     out.append(Route(base + "/persons/{person_id}/", api.person, methods=["GET"]))

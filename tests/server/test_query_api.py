@@ -43,3 +43,20 @@ def test_query_cli(tmp_path):
     out = subprocess.run([sys.executable, "-m", "sightline.cli", "query", "--data-dir", str(tmp_path / "d")],
                          input="{not json", capture_output=True, text=True)
     assert out.returncode == 2 and "not JSON" in out.stderr
+
+
+def test_project_settings_drive_queries(fresh_server):
+    srv = fresh_server
+    batch = [{"event": "pv", "distinct_id": d, "timestamp": "2024-02-01T23:30:00Z", "properties": {"email": e}}
+             for d, e in (("a", "a@mycompany.com"), ("b", "b@customer.com"))]
+    assert httpx.post(srv.url + "/batch/", json={"api_key": srv.token, "batch": batch}).status_code == 200
+    q = {"kind": "TrendsQuery", "series": [{"event": "pv"}], "filterTestAccounts": True,
+         "dateRange": {"date_from": "2024-02-01", "date_to": "2024-02-02"}}
+    with srv.api() as c:
+        r = c.patch("/api/projects/@current/", json={"timezone": "Europe/Berlin", "test_account_filters": [
+            {"key": "email", "value": "@mycompany.com", "operator": "not_icontains", "type": "event"}]})
+        assert r.status_code == 200 and r.json()["timezone"] == "Europe/Berlin"
+        data = c.post("/api/projects/@current/query/", json={"query": q}).json()["results"][0]["data"]
+        assert data == [0, 1]  # 23:30 UTC is the next day in Berlin; the internal user is filtered out
+        assert c.patch("/api/projects/@current/", json={"timezone": "Mars/Olympus"}).status_code == 400
+        assert c.patch("/api/projects/@current/", json={"colour": "red"}).status_code == 400
