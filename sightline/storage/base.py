@@ -8,7 +8,10 @@ import their database drivers. A backend must:
   none of it is visible;
 * load the identity graph at start (``load_identity``);
 * run read-only parameterised SQL for the query layer (``execute``) and stream rows out
-  (``stream``) for exports.
+  (``stream``) for exports;
+* run *untrusted* read-only SQL (``query``): in a read-only transaction, interrupted after a time
+  limit (:class:`QueryTimeout`), with at most ``max_rows`` rows fetched and the column types
+  reported; database errors surface as :class:`QueryError`.
 """
 
 from __future__ import annotations
@@ -26,9 +29,23 @@ from sightline.persons.identity import Changes, IdentityState
 class QueryResult:
     columns: list[str]
     rows: list[tuple]
+    types: list[str] | None = None  # the backend's type names, when asked for (``query``)
 
     def dicts(self) -> list[dict[str, Any]]:
         return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+class QueryTimeout(Exception):
+    """A read query ran past its time limit and was interrupted."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the query was interrupted after {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
+class QueryError(Exception):
+    """The database refused or failed a read query (bad column, bad cast...); the message is
+    the database's, without the echo of the SQL text."""
 
 
 class Storage(Protocol):
@@ -59,6 +76,14 @@ class Storage(Protocol):
     def stream(self, sql: str, params: dict[str, Any] | None = None,
                batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Run one read-only statement and yield its rows as Arrow record batches."""
+
+    def query(self, sql: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None,
+              max_rows: int | None = None, timezone: str | None = None) -> QueryResult:
+        """Run one statement of untrusted, already-validated read-only SQL: inside a read-only
+        transaction (any write fails), interrupted after ``timeout_s`` seconds
+        (:class:`QueryTimeout`), fetching at most ``max_rows`` rows, with timestamps shown in
+        ``timezone`` (an IANA name). Fills ``QueryResult.types``. Database errors are raised as
+        :class:`QueryError`."""
 
     def checkpoint(self) -> None:
         """Make the on-disk files self-contained (fold the write-ahead log in)."""

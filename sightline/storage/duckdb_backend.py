@@ -8,6 +8,7 @@ see committed snapshots (MVCC).
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from sightline.errors import DataDirLocked, InvalidInput
 from sightline.persons.identity import Changes, Group, IdentityState, Person
-from sightline.storage.base import QueryResult
+from sightline.storage.base import QueryError, QueryResult, QueryTimeout
 from sightline.storage.schema import GROUP_COLUMNS, HOT_PROPERTIES, SCHEMA_VERSION
 
 UTC = timezone.utc
@@ -131,6 +132,9 @@ _SELECT_EVENTS = (
 _INSERT_EVENTS = f"INSERT INTO events_hot ({', '.join(_EVENT_COLUMNS)}) " + _SELECT_EVENTS
 
 _LOCK_RE = re.compile(r"(Conflicting lock|Could not set lock)", re.I)
+_TZ_RE = re.compile(r"[A-Za-z0-9_+\-/]{1,64}")
+# DuckDB echoes the statement after "LINE n:"; ``query`` callers get the message only.
+_ECHO_RE = re.compile(r"\n+LINE \d+:.*\Z", re.S)
 
 
 def _dumps(value: Any) -> str:
@@ -153,6 +157,12 @@ class DuckDBStorage:
                     f"HTTP. DuckDB said: {exc}") from None
             raise
         self._lock = threading.Lock()
+        # Opt-in cap on the memory of the whole database (DuckDB has no per-query limit; its
+        # default is 80% of RAM, and large operators spill to disk beyond the cap). Applies to
+        # ingestion too, so keep it generous: e.g. SIGHTLINE_DUCKDB_MEMORY_LIMIT=4GB.
+        memory_limit = os.environ.get("SIGHTLINE_DUCKDB_MEMORY_LIMIT")
+        if memory_limit:
+            self._con.execute("SET memory_limit = ?", [memory_limit])
         if not read_only:
             self._create_schema()
 
@@ -416,6 +426,49 @@ class DuckDBStorage:
             columns = [d[0] for d in cur.description] if cur.description else []
             return QueryResult(columns, cur.fetchall())
         finally:
+            con.close()
+
+    def query(self, sql: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None,
+              max_rows: int | None = None, timezone: str | None = None) -> QueryResult:
+        """Untrusted read-only SQL (already validated by the caller): a cursor of its own, a
+        read-only transaction, and a timer that interrupts the cursor after ``timeout_s``."""
+        con = self._con.cursor()
+        timed_out = threading.Event()
+        timer: threading.Timer | None = None
+        try:
+            if timezone is not None:
+                if not _TZ_RE.fullmatch(timezone):
+                    raise QueryError(f"invalid time zone {timezone!r}")
+                try:
+                    con.execute("SET SESSION TimeZone = ?", [timezone])
+                except duckdb.Error as exc:
+                    raise QueryError(f"invalid time zone {timezone!r}: {exc}") from None
+            con.execute("BEGIN TRANSACTION READ ONLY")
+            if timeout_s is not None:
+                def fire() -> None:
+                    timed_out.set()
+                    con.interrupt()
+
+                timer = threading.Timer(max(float(timeout_s), 0.0), fire)
+                timer.daemon = True
+                timer.start()
+            try:
+                cur = con.execute(sql, params or None)
+                description = cur.description or []
+                rows = cur.fetchmany(max_rows) if max_rows is not None else cur.fetchall()
+            except duckdb.Error as exc:
+                if timed_out.is_set():
+                    raise QueryTimeout(float(timeout_s)) from None
+                raise QueryError(_ECHO_RE.sub("", str(exc)).strip()) from None
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            return QueryResult([d[0] for d in description], rows, [str(d[1]) for d in description])
+        finally:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
             con.close()
 
     def stream(self, sql: str, params: dict[str, Any] | list | None = None,
