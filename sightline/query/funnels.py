@@ -145,16 +145,27 @@ class FunnelSQL:
         on = "c.actor = n.actor" + (" AND c.bk = n.bk" if part != "actor" else "")
         if self.order == "unordered":
             return self._unordered(ctes, part)
-        ctes.append("c1 AS (SELECT actor, bk, q AS q1, ts AS t1 FROM ev WHERE s1)")
+        strict = self.order == "strict"
+        if strict:
+            # Strict: an attempt at step k survives events that repeat step k; the first event
+            # after it that is not another step k (or that is step k+1) must be step k+1.
+            nxs = ", ".join(f"min(CASE WHEN s{k + 1} OR NOT s{k} THEN q END) OVER (PARTITION BY {part} ORDER BY q "
+                            f"ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS nx{k}" for k in range(1, n))
+            ctes.append(f"evs AS (SELECT *, {nxs} FROM ev)")
+        src = "evs" if strict else "ev"
+        ctes.append(f"c1 AS (SELECT actor, bk, q AS q1, ts AS t1{', nx1' if strict and n > 1 else ''} "
+                    f"FROM {src} WHERE s1)")
         for k in range(2, n + 1):
-            ctes.append(f"s{k}_ AS (SELECT actor, bk, q, ts FROM ev WHERE s{k})")
-            if self.order == "strict":
-                join = f"LEFT JOIN s{k}_ n ON {on} AND n.q = c.q{k - 1} + 1"
+            extra = f", nx{k}" if strict and k < n else ""
+            ctes.append(f"s{k}_ AS (SELECT actor, bk, q, ts{extra} FROM {src} WHERE s{k})")
+            if strict:
+                join = f"LEFT JOIN s{k}_ n ON {on} AND n.q = c.nx{k - 1}"
             else:
                 join = f"ASOF LEFT JOIN s{k}_ n ON {on} AND n.q > c.q{k - 1}"
             ok = f"n.ts IS NOT NULL AND c.t{k - 1} IS NOT NULL AND epoch(n.ts) - epoch(c.t1) <= {win}"
+            carry = f", CASE WHEN {ok} THEN n.nx{k} END AS nx{k}" if strict and k < n else ""
             ctes.append(f"c{k} AS (SELECT c.*, CASE WHEN {ok} THEN n.q END AS q{k}, "
-                        f"CASE WHEN {ok} THEN n.ts END AS t{k} FROM c{k - 1} c {join})")
+                        f"CASE WHEN {ok} THEN n.ts END AS t{k}{carry} FROM c{k - 1} c {join})")
         last = f"c{n}"
         reached = " + ".join(f"(t{k} IS NOT NULL)::INT" for k in range(2, n + 1)) or "0"
         # exclusions: an exclusion event after step `from` and before the attempt reached step `to`
