@@ -67,6 +67,11 @@ def run_query(core, query: dict, *, project_id: int | None = None, now: datetime
             raise validation_error(exc) from None
         return actors.run(ctx, a)
     q = parse(query)
+    if q.kind == "HogQLQuery":
+        from sightline.query.sql import run_sql
+
+        result = run_sql(core.storage, project.id, q.query, timezone=project.timezone)
+        return {**result.to_json(), "kind": "HogQLQuery"}
     runner = RUNNERS.get(q.kind)
     if runner is None:
         raise InvalidInput(f"{q.kind} is not available yet.", code="not_supported")

@@ -60,3 +60,28 @@ def test_project_settings_drive_queries(fresh_server):
         assert data == [0, 1]  # 23:30 UTC is the next day in Berlin; the internal user is filtered out
         assert c.patch("/api/projects/@current/", json={"timezone": "Mars/Olympus"}).status_code == 400
         assert c.patch("/api/projects/@current/", json={"colour": "red"}).status_code == 400
+
+
+def test_sql_through_query_api_and_cli(server, tmp_path):
+    name = f"sql-{uuid.uuid4().hex[:8]}"
+    batch = [{"event": name, "distinct_id": f"u{i}", "properties": {"$browser": "Chrome" if i % 2 else "Safari"}}
+             for i in range(6)]
+    assert httpx.post(server.url + "/batch/", json={"api_key": server.token, "batch": batch}).status_code == 200
+    sql = f"SELECT properties.$browser AS b, count() AS n FROM events WHERE event = '{name}' GROUP BY 1 ORDER BY 1"
+    with server.api() as c:
+        r = c.post("/api/projects/@current/query/", json={"query": {"kind": "HogQLQuery", "query": sql}})
+        assert r.status_code == 200, r.text
+        assert r.json()["columns"] == ["b", "n"] and r.json()["results"] == [["Chrome", 3], ["Safari", 3]]
+        bad = c.post("/api/projects/@current/query/", json={"query": {"kind": "HogQLQuery",
+                                                                      "query": "DELETE FROM events"}})
+        assert bad.status_code == 400 and bad.json()["code"] == "sql_statement_not_allowed"
+    import sightline
+
+    with sightline.open(tmp_path / "d") as s:
+        s.ingest([{"event": "e", "distinct_id": "x"}])
+    out = subprocess.run([sys.executable, "-m", "sightline.cli", "sql", "SELECT count() AS n FROM events",
+                          "--data-dir", str(tmp_path / "d"), "--format", "csv"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["n", "1"]
+    out = subprocess.run([sys.executable, "-m", "sightline.cli", "sql", "DROP TABLE events",
+                          "--data-dir", str(tmp_path / "d")], capture_output=True, text=True)
+    assert out.returncode == 2 and "Error" in out.stderr
