@@ -30,6 +30,7 @@ class Scope:
     dialect: DuckDBDialect
     params: Params = field(default_factory=Params)
     person_join: bool = False
+    session_join: bool = False
     group_joins: set[int] = field(default_factory=set)
     tz: str = "UTC"
     cohorts: dict = field(default_factory=dict)  # id → cohort (with "members" when static)
@@ -51,6 +52,14 @@ class Scope:
                                    attr="group_type_index")
             self.group_joins.add(group_type_index)
             return self.dialect.json_property(self.params, f"g{group_type_index}.properties", key)
+        if kind == "session":
+            from sightline.query.sessions import SESSION_COLUMNS
+
+            if key not in SESSION_COLUMNS or key in ("session_id", "distinct_id", "person_id"):
+                names = ", ".join(c for c in SESSION_COLUMNS if c.startswith("$"))
+                raise InvalidInput(f"Unknown session property {key!r}; use one of {names}.", attr="key")
+            self.session_join = True
+            return f'CAST(ses."{key}" AS VARCHAR)'
         raise InvalidInput(f"Property filters of type {kind!r} are not supported yet.", attr="type")
 
     def joins(self) -> str:
@@ -58,6 +67,10 @@ class Scope:
         sql = " LEFT JOIN person_overrides o ON o.project_id = e.project_id AND o.old_person_id = e.person_id"
         if self.person_join:
             sql += f" LEFT JOIN persons p ON p.id = {PERSON_ID}"
+        if self.session_join:
+            from sightline.query.sessions import sessions_sql
+
+            sql += (f" LEFT JOIN ({sessions_sql(self.project)}) ses ON ses.session_id = e.session_id")
         for k in sorted(self.group_joins):
             sql += (f" LEFT JOIN groups g{k} ON g{k}.project_id = e.project_id AND "
                     f"g{k}.group_type_index = {k} AND g{k}.group_key = e.group_{k}")

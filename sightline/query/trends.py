@@ -55,7 +55,7 @@ def _breakdown_expr(scope: Scope, q: TrendsQuery) -> str | None:
     if bf is None or bf.breakdown in (None, ""):
         return None
     kind = bf.breakdown_type or "event"
-    if kind not in ("event", "person", "group"):
+    if kind not in ("event", "person", "group", "session"):
         raise InvalidInput(f"Breakdowns of type {kind!r} are not supported yet.", attr="breakdown_type")
     expr = scope.prop(str(bf.breakdown), kind, bf.breakdown_group_type_index)
     null = scope.params.add(NULL_SENTINEL, "null")

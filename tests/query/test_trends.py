@@ -216,3 +216,19 @@ def test_breakdown_matches_reference_with_other(tmp_path):
     expected = {bv: series_by[bv] for bv in ranked[:2]}
     expected[OTHER] = [sum(series_by[bv][i] for bv in ranked[2:]) for i in range(21)]
     assert got == expected
+
+
+def test_session_property_filter_and_breakdown(tmp_path):
+    rows = [("u1", "s1", 0, "/a"), ("u1", "s1", 30, "/b"), ("u2", "s2", 0, "/a"), ("u2", "s3", 3600, "/c")]
+    with sightline.open(tmp_path / "d") as s:
+        s.ingest([{"event": "$pageview", "distinct_id": u, "timestamp": (datetime(2024, 1, 1, 10, tzinfo=UTC)
+                   + timedelta(seconds=sec)).isoformat(), "properties": {"$session_id": sid, "$current_url": f"https://x.io{p}"}}
+                  for u, sid, sec, p in rows])
+        base = {"kind": "TrendsQuery", "series": [{"event": "$pageview"}], "trendsFilter": {"display": "BoldNumber"},
+                "dateRange": {"date_from": "2024-01-01", "date_to": "2024-01-01"}}
+        long = s.query({**base, "properties": [{"type": "session", "key": "$session_duration", "operator": "gt", "value": 10}]})
+        assert long["results"][0]["aggregated_value"] == 2  # both pageviews of s1 (30 s)
+        by_entry = s.query({**base, "breakdownFilter": {"breakdown_type": "session", "breakdown": "$entry_pathname"}})
+        assert {r["breakdown_value"]: r["aggregated_value"] for r in by_entry["results"]} == {"/a": 3, "/c": 1}
+        with pytest.raises(InvalidInput):
+            s.query({**base, "properties": [{"type": "session", "key": "nope", "value": 1}]})
