@@ -213,6 +213,81 @@ def export(out: Path, data_dir: Path, fmt: str | None, events: tuple[str, ...], 
     click.echo(f"Exported {n:,} events to {out} ({fmt}).")
 
 
+@main.group()
+def cohorts() -> None:
+    """Groups of persons for filters and breakdowns (works while the server runs)."""
+
+
+def _meta(data_dir: Path):
+    from sightline.meta import MetaStore
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return MetaStore(data_dir / "meta.sqlite")
+
+
+@cohorts.command("list")
+@DATA_DIR
+def cohorts_list(data_dir: Path) -> None:
+    """List the cohorts of the default project."""
+    meta = _meta(data_dir)
+    project = meta.default_project()
+    for row in meta.cohort_rows(project.id if project else None):
+        if not row["deleted"]:
+            kind = "static" if row["is_static"] else "dynamic"
+            click.echo(f"{row['id']:>5}  {kind:<8} {row['name']}")
+    meta.close()
+
+
+@cohorts.command("create")
+@DATA_DIR
+@click.option("--name", required=True, help="The cohort's name.")
+@click.option("--csv", "csv_file", type=click.File("r"), help="A static cohort from a CSV of distinct ids "
+              "(first column, header row skipped).")
+@click.option("--filters-json", type=click.File("r"), help="A dynamic cohort: a JSON file with "
+              '{"properties": {"type": "AND", "values": [...]}} (person properties, behaviour, cohorts).')
+def cohorts_create(data_dir: Path, name: str, csv_file, filters_json) -> None:
+    """Create a static or dynamic cohort and print its id."""
+    from sightline.query import cohorts as service
+    from sightline.query.runner import load_cohorts
+
+    if bool(csv_file) == bool(filters_json):
+        click.secho("Error: give either --csv (static) or --filters-json (dynamic).", fg="red", err=True)
+        sys.exit(2)
+    meta = _meta(data_dir)
+    project = meta.default_project() or meta.create_project("Default project")
+    try:
+        if csv_file:
+            cid = meta.create_cohort(project.id, name, None, is_static=True,
+                                     members=service.parse_csv_members(csv_file.read()))
+        else:
+            try:
+                filters = json.load(filters_json)
+            except json.JSONDecodeError as exc:
+                raise SightlineError(f"The filters file is not JSON: {exc}") from None
+            service.validate_filters(filters, load_cohorts(meta, project.id))
+            cid = meta.create_cohort(project.id, name, filters)
+    except SightlineError as exc:
+        meta.close()
+        _fail(exc)
+    meta.close()
+    click.echo(cid)
+
+
+@cohorts.command("delete")
+@click.argument("cohort_id", type=int)
+@DATA_DIR
+def cohorts_delete(cohort_id: int, data_dir: Path) -> None:
+    """Delete a cohort."""
+    meta = _meta(data_dir)
+    if not any(r["id"] == cohort_id and not r["deleted"] for r in meta.cohort_rows()):
+        meta.close()
+        click.secho(f"Error: cohort {cohort_id} does not exist.", fg="red", err=True)
+        sys.exit(2)
+    meta.update_cohort(cohort_id, deleted=True)
+    meta.close()
+    click.echo(f"Deleted cohort {cohort_id}.")
+
+
 def _rows_of(result: dict) -> tuple[list[str], list[list]]:
     """A result as a table: SQL as it is; insights one row per (series, date)."""
     from sightline.query.result import QueryResult

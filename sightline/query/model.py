@@ -74,8 +74,8 @@ class EventsNode(Model):
 
 
 class BreakdownFilter(Model):
-    breakdown_type: Literal["event", "person", "group", "session"] | None = "event"
-    breakdown: str | int | None = None
+    breakdown_type: Literal["event", "person", "group", "session", "cohort"] | None = "event"
+    breakdown: str | int | list[str | int] | None = None
     breakdown_limit: int | None = Field(default=None, ge=1, le=1000)
     breakdown_group_type_index: int | None = None
     breakdown_hide_other_aggregation: bool = False

@@ -176,6 +176,47 @@ def series_data(ctx: QueryContext, q: TrendsQuery, series: EventsNode, rng: Rang
     return SeriesData(values, totals)
 
 
+def _cohort_ids(q: TrendsQuery) -> list:
+    raw = q.breakdownFilter.breakdown
+    ids = raw if isinstance(raw, list) else [raw]
+    out = []
+    for cid in ids:
+        if cid in ("all", 0, "0"):
+            out.append(0)
+            continue
+        try:
+            out.append(int(cid))
+        except (TypeError, ValueError):
+            raise InvalidInput(f"Cohort breakdowns take cohort ids (or \"all\"), not {cid!r}.", attr="breakdown") from None
+    return out
+
+
+def _series_data(ctx: QueryContext, q: TrendsQuery, series: EventsNode, rng: Range, *, total: bool,
+                 cumulative: bool) -> SeriesData:
+    """One series; a cohort breakdown runs it once per cohort (a person may be in several)."""
+    bf = q.breakdownFilter
+    if bf is None or bf.breakdown_type != "cohort" or bf.breakdown in (None, "", []):
+        return series_data(ctx, q, series, rng, total=total, cumulative=cumulative)
+    from sightline.query.model import PropertyFilter
+
+    values: dict[Any, dict[datetime, float]] = {}
+    totals: dict[Any, float] = {}
+    for cid in _cohort_ids(q):
+        extra = [] if cid == 0 else [PropertyFilter(type="cohort", key="id", value=cid)]
+        props = list(series.properties or []) if isinstance(series.properties, list) or series.properties is None \
+            else None
+        if props is None:
+            from sightline.query.model import PropertyGroup
+            narrowed = series.model_copy(update={"properties": PropertyGroup(type="AND", values=[series.properties, *extra])})
+        else:
+            narrowed = series.model_copy(update={"properties": props + extra})
+        one = series_data(ctx, q.model_copy(update={"breakdownFilter": None}), narrowed, rng, total=total,
+                          cumulative=cumulative)
+        values[cid] = one.values.get(None, {})
+        totals[cid] = one.totals.get(None, 0.0)
+    return SeriesData(values, totals)
+
+
 # -- formulas ---------------------------------------------------------------------------------
 _OPS: dict[type, Callable] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
                               ast.Div: operator.truediv, ast.Mod: operator.mod, ast.Pow: operator.pow}
@@ -275,12 +316,12 @@ def run(ctx: QueryContext, q: TrendsQuery) -> dict:
     results: list[dict] = []
     for compare_label, r in periods:
         buckets = r.buckets() if not total else []
-        per_series = [series_data(ctx, q, s, r, total=total, cumulative=cumulative) for s in q.series]
+        per_series = [_series_data(ctx, q, s, r, total=total, cumulative=cumulative) for s in q.series]
         out_series = []
         for i, (s, data) in enumerate(zip(q.series, per_series)):
             bvs = list(data.values) if q.breakdownFilter and q.breakdownFilter.breakdown not in (None, "") else [None]
             for bv in _order_breakdowns(bvs, data):
-                out_series.append(_series_result(q, s, i, bv, data, buckets, r, total, cumulative))
+                out_series.append(_series_result(q, s, i, bv, data, buckets, r, total, cumulative, ctx))
         if formulas:
             out_series = [item for f in formulas
                           for item in _formula_result(f, q, per_series, buckets, r, total, cumulative)]
@@ -300,7 +341,12 @@ def _order_breakdowns(bvs: list, data: SeriesData) -> list:
     return sorted(bvs, key=key)
 
 
-def _label(bv: Any) -> str:
+def _label(bv: Any, q: TrendsQuery | None = None, ctx: QueryContext | None = None) -> str:
+    if q is not None and q.breakdownFilter and q.breakdownFilter.breakdown_type == "cohort":
+        if bv == 0:
+            return "All users"
+        cohort = (ctx.cohorts if ctx else {}).get(bv)
+        return cohort["name"] if cohort else f"Cohort {bv}"
     if bv == NULL_SENTINEL:
         return "None"
     if bv == OTHER_SENTINEL:
@@ -332,11 +378,11 @@ def _base(q: TrendsQuery, s: EventsNode, i: int, r: Range, buckets: list[datetim
     }
 
 
-def _series_result(q, s, i, bv, data: SeriesData, buckets, r, total, cumulative) -> dict:
+def _series_result(q, s, i, bv, data: SeriesData, buckets, r, total, cumulative, ctx=None) -> dict:
     out = _base(q, s, i, r, buckets)
     if bv is not None:
         out["breakdown_value"] = bv
-        out["label"] = _label(bv)
+        out["label"] = _label(bv, q, ctx)
     per_bucket = data.values.get(bv, {})
     if total:
         value = per_bucket.get(None, 0.0)

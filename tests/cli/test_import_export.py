@@ -141,3 +141,22 @@ def test_data_dir_in_use_is_a_clear_error(tmp_path):
                                "--data-dir", str(tmp_path / "d")], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "in use by another Sightline process" in proc.stderr
+
+
+def test_cohorts_cli(tmp_path):
+    d = tmp_path / "d"
+    (tmp_path / "ids.csv").write_text("distinct_id\nu1\nu2\n")
+    r = run("cohorts", "create", "--name", "beta", "--csv", tmp_path / "ids.csv", "--data-dir", d)
+    assert r.exit_code == 0, r.output
+    cid = int(r.output.strip())
+    (tmp_path / "f.json").write_text(json.dumps({"properties": {"type": "AND", "values": [
+        {"type": "behavioral", "key": "purchase", "value": "performed_event", "time_value": 30, "time_interval": "day"}]}}))
+    assert run("cohorts", "create", "--name", "buyers", "--filters-json", tmp_path / "f.json", "--data-dir", d).exit_code == 0
+    (tmp_path / "bad.json").write_text(json.dumps({"properties": {"type": "AND", "values": [{"key": "x", "operator": "zz"}]}}))
+    assert run("cohorts", "create", "--name", "bad", "--filters-json", tmp_path / "bad.json", "--data-dir", d).exit_code == 2
+    listing = run("cohorts", "list", "--data-dir", d).output
+    assert "beta" in listing and "buyers" in listing and "bad" not in listing
+    assert run("cohorts", "delete", str(cid), "--data-dir", d).exit_code == 0
+    assert "beta" not in run("cohorts", "list", "--data-dir", d).output
+    with sightline.open(d) as s:
+        s.ingest([{"event": "pv", "distinct_id": "u1"}, {"event": "pv", "distinct_id": "u3"}])

@@ -92,3 +92,16 @@ def test_cohorts_api(server):
         assert c.delete(f"/api/projects/@current/cohorts/{cid}/").status_code == 204
         assert c.get(f"/api/projects/@current/cohorts/{cid}/").status_code == 404
     assert httpx.get(server.url + "/api/projects/@current/cohorts/").status_code == 401
+
+
+def test_cohort_breakdown_overlaps_and_all_users(db):
+    db.ingest([{"event": "pv", "distinct_id": f"u{i}", "timestamp": "2024-01-01T10:00:00Z",
+                "$set": {"plan": "pro" if i < 4 else "free"}} for i in range(10)])
+    pro = service.create(db, db.project.id, {"name": "pro", "filters": {"properties": {"type": "AND", "values": [
+        {"key": "plan", "value": "pro", "type": "person"}]}}})["id"]
+    early = service.create(db, db.project.id, {"name": "early", "is_static": True, "distinct_ids": ["u0", "u5"]})["id"]
+    res = db.query({"kind": "TrendsQuery", "series": [{"event": "pv", "math": "dau"}],
+                    "dateRange": {"date_from": "2024-01-01", "date_to": "2024-01-01"},
+                    "breakdownFilter": {"breakdown_type": "cohort", "breakdown": [pro, early, "all"]}})["results"]
+    got = {r["label"]: r["data"] for r in res}
+    assert got == {"pro": [4], "early": [2], "All users": [10]}

@@ -232,3 +232,22 @@ def test_session_property_filter_and_breakdown(tmp_path):
         assert {r["breakdown_value"]: r["aggregated_value"] for r in by_entry["results"]} == {"/a": 3, "/c": 1}
         with pytest.raises(InvalidInput):
             s.query({**base, "properties": [{"type": "session", "key": "nope", "value": 1}]})
+
+
+def test_daylight_saving_days_and_hours(tmp_path):
+    # New York springs forward on 2024-03-10 (02:00 → 03:00): that day has 23 hours
+    local = ["2024-03-09T23:30:00-05:00", "2024-03-10T00:30:00-05:00", "2024-03-10T01:59:00-05:00",
+             "2024-03-10T03:01:00-04:00", "2024-03-10T23:59:00-04:00", "2024-03-11T00:01:00-04:00"]
+    with sightline.open(tmp_path / "d") as s:
+        s.meta.update_project(s.project.id, timezone_name="America/New_York")
+        s.ingest([{"event": "e", "distinct_id": "u", "timestamp": t} for t in local])
+        [day] = s.query({"kind": "TrendsQuery", "series": [{"event": "e"}],
+                         "dateRange": {"date_from": "2024-03-09", "date_to": "2024-03-11"}})["results"]
+        assert day["days"] == ["2024-03-09", "2024-03-10", "2024-03-11"] and day["data"] == [1, 4, 1]
+        [hour] = s.query({"kind": "TrendsQuery", "series": [{"event": "e"}], "interval": "hour",
+                          "dateRange": {"date_from": "2024-03-10", "date_to": "2024-03-10"}})["results"]
+        assert hour["days"][:4] == ["2024-03-10 00:00:00", "2024-03-10 01:00:00", "2024-03-10 02:00:00",
+                                    "2024-03-10 03:00:00"]
+        got = dict(zip(hour["days"], hour["data"]))
+        assert got["2024-03-10 00:00:00"] == 1 and got["2024-03-10 01:00:00"] == 1
+        assert got["2024-03-10 02:00:00"] == 0 and got["2024-03-10 03:00:00"] == 1 and got["2024-03-10 23:00:00"] == 1
