@@ -115,7 +115,7 @@ class Sightline:
         if self._writer is None:
             if self.read_only:
                 raise InvalidInput("This Sightline was opened read-only.", code="read_only")
-            self._writer = Writer(self.storage, self._load_identity)
+            self._writer = Writer(self.storage, self._load_identity, wal_dir=self.data_dir / "wal")
             self._writer.start()
         return self._writer
 
@@ -135,6 +135,7 @@ class Sightline:
         project = self.resolve_project(project_id)
         batch = self.normalize(raw, sent_at=sent_at, now=now)
         result = self.writer.write(project.id, batch.events) if batch.events else WriteResult(0, 0)
+        self.sync()  # the Python API reads its own writes
         return IngestResult(len(raw), result.stored, result.duplicates, batch.dropped, batch.rejected)
 
     def capture(self, event: str, distinct_id: str, properties: dict | None = None, *,
@@ -158,10 +159,16 @@ class Sightline:
         return QueryResult(run_query(self, query, project_id=project_id))
 
     # -- lifecycle -----------------------------------------------------------------------
+    def sync(self) -> None:
+        """Wait until every acknowledged event is visible to queries (read-your-writes)."""
+        if self._writer is not None:
+            self._writer.sync()
+
     def flush(self) -> None:
         """Wait until everything submitted so far is stored."""
         if self._writer is not None:
             self._writer.write(self.project.id, [])
+            self._writer.sync()
 
     def close(self) -> None:
         if self._writer is not None:

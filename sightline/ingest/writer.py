@@ -1,13 +1,18 @@
 """The group-commit writer: the only code that changes events and persons.
 
-Requests hand their normalized events to :meth:`Writer.submit` and wait on the returned
-future. One thread takes everything queued, resolves identities, and appends it all to
-storage in **one** transaction; only after that commit returns are the futures resolved, so
-an HTTP 200 always means "durable". Many concurrent requests share one commit, which is what
-makes durability cheap.
+Two threads share the work:
 
-Duplicate events (same project and uuid, as SDKs send on retry) are dropped against a window
-of recently stored uuids held in memory and warmed from storage at start.
+* the **writer** takes everything queued by requests, resolves identities (in memory), appends
+  one record for the whole group to the ingestion log (:mod:`sightline.ingest.wal`) and fsyncs
+  it; only then are the requests' futures resolved, so an HTTP 200 always means "durable";
+* the **flusher** stores logged records in the event store in large transactions (about once a
+  second, or sooner when someone reads), together with the log position they reach, so a
+  restart replays exactly the records the store does not have yet.
+
+Readers that need their own writes call :meth:`Writer.sync`, which flushes at once.
+
+Duplicate events (same project and uuid, as SDKs send on retry) are dropped against a window of
+recently stored uuids held in memory and warmed from storage at start.
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable
+
+import pyarrow as pa
 
 from sightline.errors import Unavailable
 from sightline.ingest.normalize import Event
-from sightline.persons.identity import Changes, IdentityState
+from sightline.ingest.wal import IngestLog, Position, decode, encode
+from sightline.persons.identity import ChangeRows, Changes, IdentityState, change_rows
 from sightline.storage.base import Storage
 from sightline.storage.schema import events_to_arrow
 
@@ -33,6 +42,7 @@ UTC = timezone.utc
 
 DEDUP_WINDOW = 1_000_000
 DEDUP_WARM_PERIOD = timedelta(hours=24)
+REPLAY_CHUNK_ROWS = 200_000
 
 
 @dataclass
@@ -47,8 +57,12 @@ class WriterStats:
     events_stored: int = 0
     duplicates: int = 0
     failures: int = 0
+    flushes: int = 0
+    events_flushed: int = 0
+    replayed: int = 0
     last_commit_seconds: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)  # recent commit sizes (bounded)
+    last_flush_seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)  # recent group sizes (bounded)
 
 
 @dataclass
@@ -95,41 +109,97 @@ class RecentUuids:
 
 class Writer:
     def __init__(self, storage: Storage, identity_loader: Callable[[], IdentityState], *,
-                 max_batch_events: int = 50_000, max_pending_events: int = 500_000,
-                 dedup_window: int = DEDUP_WINDOW) -> None:
+                 wal_dir: str | Path, max_batch_events: int = 50_000, max_pending_events: int = 500_000,
+                 flush_interval: float = 1.0, flush_events: int = 100_000,
+                 max_unflushed_events: int = 2_000_000, dedup_window: int = DEDUP_WINDOW) -> None:
         self.storage = storage
         self._identity_loader = identity_loader
-        self.identity = identity_loader()
         self.max_batch_events = max_batch_events
         self.max_pending_events = max_pending_events
+        self.flush_interval = flush_interval
+        self.flush_events = flush_events
+        self.max_unflushed_events = max_unflushed_events
+        self.stats = WriterStats()
+        self.log = IngestLog(wal_dir)
+        self._log_lock = threading.Lock()
+        self._replay()
+        self.identity = identity_loader()
         self.recent = RecentUuids(dedup_window)
         for key in reversed(list(storage.recent_event_uuids(datetime.now(UTC) - DEDUP_WARM_PERIOD,
                                                             dedup_window))):
             self.recent.add((key[0], key[1]))
-        self.stats = WriterStats()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending = 0
         self._pending_lock = threading.Lock()
+        # flushing state
+        self._to_flush: queue.SimpleQueue = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._acked: Position = self.log.position
+        self._flushed: Position = self.log.position
+        self._unflushed = 0
+        self._oldest_unflushed: float | None = None
+        self._sync_requested = threading.Event()
+        self._flush_error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name="sightline-writer", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name="sightline-flusher", daemon=True)
         self._running = False
-        self._last_commit_at = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------
+    def _replay(self) -> None:
+        """Store the logged records the event store does not hold yet (after a crash)."""
+        stored = self.storage.wal_position()
+        tables: list[pa.Table] = []
+        rows = ChangeRows()
+        last: Position | None = None
+        n = 0
+        for payload, position in self.log.records_after(stored):
+            table, changes = decode(payload)
+            tables.append(table)
+            rows.merge(changes)
+            last = position
+            n += table.num_rows
+            if n >= REPLAY_CHUNK_ROWS:
+                self.storage.append(pa.concat_tables(tables), rows, wal_position=last)
+                self.stats.replayed += n
+                tables, rows, n = [], ChangeRows(), 0
+        if last is not None and (tables or rows):
+            self.storage.append(pa.concat_tables(tables), rows, wal_position=last)
+            self.stats.replayed += n
+        if last is not None or stored is not None:
+            self.log.release(last or stored)
+        if self.stats.replayed:
+            log.info("replayed %d logged events into the store", self.stats.replayed)
+
     def start(self) -> None:
         self._running = True
         self._thread.start()
+        self._flusher.start()
 
     def stop(self) -> None:
-        """Write everything already queued, then stop the thread."""
+        """Log everything already queued, store everything logged, then stop both threads."""
         if not self._running:
             return
         self._running = False
         self._queue.put(_STOP)
         self._thread.join()
+        self._to_flush.put(_STOP)
+        self._flusher.join()
+        with self._log_lock:
+            self.log.close()
 
     @property
     def pending_events(self) -> int:
         return self._pending
+
+    @property
+    def unflushed_events(self) -> int:
+        return self._unflushed
+
+    @property
+    def lag_seconds(self) -> float:
+        """How long the oldest logged event has waited to reach the store (0 when none waits)."""
+        oldest = self._oldest_unflushed
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     # -- submitting ----------------------------------------------------------------------
     def submit(self, project_id: int, events: list[Event]) -> Future:
@@ -151,7 +221,35 @@ class Writer:
         """Blocking submit, for the Python API and the CLI."""
         return self.submit(project_id, events).result(timeout)
 
-    # -- the thread ----------------------------------------------------------------------
+    def submit_job(self, fn: Callable, *, bulk: bool = True) -> Future:
+        """Run ``fn(identity, changes) -> events table`` in the writer thread and store the
+        result in one transaction (as an immutable part when ``bulk``) after everything logged
+        before it. The future gives the number of events stored."""
+        future: Future = Future()
+        if not self._running:
+            future.set_exception(Unavailable("Sightline is shutting down."))
+            return future
+        self._queue.put(_Job(fn, future, bulk))
+        return future
+
+    def run_job(self, fn: Callable, *, bulk: bool = True) -> int:
+        return self.submit_job(fn, bulk=bulk).result()
+
+    def sync(self, timeout: float | None = 60) -> None:
+        """Return once everything acknowledged so far is in the store (read-your-writes)."""
+        with self._cond:
+            target = self._acked
+            if self._flushed >= target:
+                return
+            self._sync_requested.set()
+            self._to_flush.put(None)  # wake the flusher
+            if not self._cond.wait_for(lambda: self._flushed >= target or self._flush_error is not None,
+                                       timeout):
+                raise Unavailable("Events are not in the store yet; retry shortly.", code="ingestion_lag")
+            if self._flushed < target and self._flush_error is not None:
+                raise Unavailable(f"Storing events is failing: {self._flush_error}", code="storage_error")
+
+    # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
         carry = None
         while True:
@@ -175,8 +273,7 @@ class Writer:
                 items.append(nxt)
                 count += len(nxt.events)
             self._commit(items)
-        # drain anything that raced with stop
-        while True:
+        while True:  # drain anything that raced with stop
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
@@ -186,48 +283,14 @@ class Writer:
             elif nxt is not _STOP:
                 self._commit([nxt])
 
-    def submit_job(self, fn: Callable, *, bulk: bool = True) -> Future:
-        """Run ``fn(identity, changes) -> events table`` in the writer thread and store the
-        result in one transaction (as an immutable part when ``bulk``). The future gives the
-        number of events stored."""
-        future: Future = Future()
-        if not self._running:
-            future.set_exception(Unavailable("Sightline is shutting down."))
-            return future
-        self._queue.put(_Job(fn, future, bulk))
-        return future
-
-    def run_job(self, fn: Callable, *, bulk: bool = True) -> int:
-        return self.submit_job(fn, bulk=bulk).result()
-
-    def _run_job(self, job: _Job) -> None:
-        changes = Changes()
-        try:
-            table = job.fn(self.identity, changes)
-            if job.bulk:
-                self.storage.append_part(table, changes)
-            else:
-                self.storage.append(table, changes)
-        except Exception as exc:
-            log.exception("bulk write failed")
-            self.stats.failures += 1
-            self.identity = self._identity_loader()
-            job.future.set_exception(exc if isinstance(exc, Unavailable) else
-                                     Unavailable(f"Storing events failed: {exc}", code="storage_error"))
-            return
-        self.stats.batches += 1
-        self.stats.events_stored += table.num_rows
-        self._last_commit_at = time.monotonic()
-        job.future.set_result(table.num_rows)
-
     def _commit(self, items: list[_Item]) -> None:
         changes = Changes()
         stored: list[Event] = []
         project_ids: list[int] = []
         results: list[WriteResult] = []
         seen: set[tuple[int, str]] = set()
-        identity = self.identity
-        recent = self.recent
+        identity, recent = self.identity, self.recent
+        started = time.perf_counter()
         try:
             for item in items:
                 dup = 0
@@ -242,15 +305,20 @@ class Writer:
                     stored.append(event)
                     project_ids.append(pid)
                 results.append(WriteResult(len(item.events) - dup, dup))
-            table = events_to_arrow(stored, project_ids, datetime.now(UTC))
-            started = time.perf_counter()
-            self.storage.append(table, changes)
-            elapsed = time.perf_counter() - started
-        except Exception as exc:  # storage failure: nothing of this batch is stored
-            log.exception("write of %d events failed", len(stored))
+            if stored or changes:
+                table = events_to_arrow(stored, project_ids, datetime.now(UTC))
+                rows = change_rows(changes)
+                payload = encode(table, rows)
+                self._wait_for_room()
+                with self._log_lock:
+                    position = self.log.append(payload)
+                    self.log.sync()
+                self._hand_over(table, rows, position)
+        except Exception as exc:  # the log could not be written: nothing of this group is durable
+            log.exception("logging %d events failed", len(stored))
             self.stats.failures += 1
             try:
-                self.identity = self._identity_loader()  # drop the uncommitted identity changes
+                self.identity = self._identity_loader()  # drop the unlogged identity changes
             except Exception:  # pragma: no cover - storage is gone; keep the old state
                 log.exception("reloading identity state failed")
             self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
@@ -262,12 +330,48 @@ class Writer:
         st.batches += 1
         st.events_stored += len(stored)
         st.duplicates += sum(r.duplicates for r in results)
-        st.last_commit_seconds = elapsed
+        st.last_commit_seconds = time.perf_counter() - started
         st.batch_sizes.append(len(stored))
         if len(st.batch_sizes) > 1000:
             del st.batch_sizes[:500]
-        self._last_commit_at = time.monotonic()
         self._finish(items, results=results)
+
+    def _hand_over(self, table: pa.Table, rows: ChangeRows, position: Position) -> None:
+        with self._cond:
+            self._acked = position
+            self._unflushed += table.num_rows
+            if self._oldest_unflushed is None:
+                self._oldest_unflushed = time.monotonic()
+        self._to_flush.put((table, rows, position))
+
+    def _wait_for_room(self) -> None:
+        """Backpressure: do not let unstored events pile up without bound."""
+        if self._unflushed < self.max_unflushed_events:
+            return
+        self._sync_requested.set()
+        self._to_flush.put(None)
+        with self._cond:
+            self._cond.wait_for(lambda: self._unflushed < self.max_unflushed_events, timeout=60)
+
+    def _run_job(self, job: _Job) -> None:
+        try:
+            self.sync(timeout=None)  # the job's identity changes must land after everything logged
+            changes = Changes()
+            table = job.fn(self.identity, changes)
+            if job.bulk:
+                self.storage.append_part(table, change_rows(changes))
+            else:
+                self.storage.append(table, change_rows(changes))
+        except Exception as exc:
+            log.exception("bulk write failed")
+            self.stats.failures += 1
+            self.identity = self._identity_loader()
+            job.future.set_exception(exc if isinstance(exc, Unavailable) else
+                                     Unavailable(f"Storing events failed: {exc}", code="storage_error"))
+            return
+        self.stats.batches += 1
+        self.stats.events_stored += table.num_rows
+        job.future.set_result(table.num_rows)
 
     def _finish(self, items: list[_Item], results: list[WriteResult] | None = None,
                 error: Exception | None = None) -> None:
@@ -278,3 +382,75 @@ class Writer:
                 item.future.set_exception(error)
             else:
                 item.future.set_result(results[i])
+
+    # -- the flusher thread --------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[tuple[pa.Table, ChangeRows, Position]] = []
+            first_at = None
+            n = 0
+            while True:
+                timeout = None if first_at is None else max(0.0, self.flush_interval - (time.monotonic() - first_at))
+                if first_at is not None and (n >= self.flush_events or self._sync_requested.is_set() or timeout == 0):
+                    break
+                try:
+                    item = self._to_flush.get(timeout=timeout)
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    while True:  # everything still queued
+                        try:
+                            more = self._to_flush.get_nowait()
+                        except queue.Empty:
+                            break
+                        if more is not None and more is not _STOP:
+                            batch.append(more)
+                    break
+                if item is None:  # a wake-up from sync()
+                    if first_at is None and not batch:
+                        self._sync_requested.clear()
+                        with self._cond:
+                            self._cond.notify_all()
+                        continue
+                    continue
+                batch.append(item)
+                n += item[0].num_rows
+                if first_at is None:
+                    first_at = time.monotonic()
+            if batch:
+                self._store(batch)
+            self._sync_requested.clear()
+
+    def _store(self, batch: list[tuple[pa.Table, ChangeRows, Position]]) -> None:
+        rows = ChangeRows()
+        for _, r, _ in batch:
+            rows.merge(r)
+        table = pa.concat_tables([t for t, _, _ in batch])
+        position = batch[-1][2]
+        delay = 0.5
+        while True:
+            started = time.perf_counter()
+            try:
+                self.storage.append(table, rows, wal_position=position)
+                break
+            except Exception as exc:  # the events are safe in the log: keep trying
+                log.exception("storing %d logged events failed; retrying", table.num_rows)
+                self.stats.failures += 1
+                with self._cond:
+                    self._flush_error = exc
+                    self._cond.notify_all()
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+        self.stats.flushes += 1
+        self.stats.events_flushed += table.num_rows
+        self.stats.last_flush_seconds = time.perf_counter() - started
+        with self._cond:
+            self._flush_error = None
+            self._flushed = position
+            self._unflushed -= table.num_rows
+            self._oldest_unflushed = None if self._unflushed <= 0 else time.monotonic()
+            self._cond.notify_all()
+        with self._log_lock:
+            self.log.release(position)

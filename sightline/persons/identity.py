@@ -415,3 +415,86 @@ class IdentityState:
     def _warn(self, project_id: int, kind: str, details: dict, event: Event, changes: Changes) -> None:
         details = {**details, "event_uuid": event.uuid, "event": event.event}
         changes.warnings.append(Warning(project_id, kind, details, event.timestamp))
+
+
+def _us(dt: datetime) -> int:
+    return int(dt.timestamp() * 1_000_000)
+
+
+@dataclass
+class ChangeRows:
+    """A frozen, plain-data copy of :class:`Changes`, ready to log or to store.
+
+    Timestamps are epoch microseconds; JSON values are already serialised. Copies from
+    consecutive batches combine with :meth:`merge` (the later state of a row wins).
+    """
+
+    persons: dict[str, tuple] = field(default_factory=dict)  # id → (project, created_us, props, meta, identified, version)
+    deleted_persons: set[str] = field(default_factory=set)
+    distinct_ids: dict[tuple[int, str], str] = field(default_factory=dict)
+    overrides: dict[tuple[int, str], str] = field(default_factory=dict)
+    merges: list[tuple] = field(default_factory=list)
+    groups: dict[tuple[int, int, str], tuple] = field(default_factory=dict)  # → (created_us, props, meta, version)
+    group_types: list[tuple[int, str, int]] = field(default_factory=list)
+    warnings: list[tuple] = field(default_factory=list)  # (project, type, details json, ts_us)
+
+    def __bool__(self) -> bool:
+        return bool(self.persons or self.deleted_persons or self.distinct_ids or self.overrides or self.merges
+                    or self.groups or self.group_types or self.warnings)
+
+    def merge(self, later: "ChangeRows") -> None:
+        for pid in later.deleted_persons:
+            self.persons.pop(pid, None)
+        self.deleted_persons -= set(later.persons)
+        self.deleted_persons |= later.deleted_persons
+        self.persons.update(later.persons)
+        self.distinct_ids.update(later.distinct_ids)
+        self.overrides.update(later.overrides)
+        self.merges.extend(later.merges)
+        self.groups.update(later.groups)
+        self.group_types.extend(later.group_types)
+        self.warnings.extend(later.warnings)
+
+    def to_json(self) -> bytes:
+        import orjson
+
+        return orjson.dumps({
+            "p": [[k, *v] for k, v in self.persons.items()], "d": sorted(self.deleted_persons),
+            "i": [[k[0], k[1], v] for k, v in self.distinct_ids.items()],
+            "o": [[k[0], k[1], v] for k, v in self.overrides.items()], "m": self.merges,
+            "g": [[*k, *v] for k, v in self.groups.items()], "t": self.group_types, "w": self.warnings})
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "ChangeRows":
+        import orjson
+
+        raw = orjson.loads(data)
+        return cls(persons={r[0]: tuple(r[1:]) for r in raw["p"]}, deleted_persons=set(raw["d"]),
+                   distinct_ids={(r[0], r[1]): r[2] for r in raw["i"]},
+                   overrides={(r[0], r[1]): r[2] for r in raw["o"]}, merges=[tuple(m) for m in raw["m"]],
+                   groups={(r[0], r[1], r[2]): tuple(r[3:]) for r in raw["g"]},
+                   group_types=[tuple(t) for t in raw["t"]], warnings=[tuple(w) for w in raw["w"]])
+
+
+def change_rows(ch: Changes) -> ChangeRows:
+    """Freeze ``ch`` (the live objects it points at keep changing after this)."""
+    import orjson
+
+    def dumps(v: Any) -> str:
+        return orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    return ChangeRows(
+        persons={p.id: (p.project_id, _us(p.created_at), dumps(p.properties),
+                        dumps({"ts": p.properties_ts, "once": sorted(p.once_keys)}), p.is_identified, p.version)
+                 for p in ch.persons.values()},
+        deleted_persons=set(ch.deleted_persons),
+        distinct_ids=dict(ch.distinct_ids),
+        overrides=dict(ch.overrides),
+        merges=[(m.project_id, _us(m.merged_at), m.source_person_id, m.target_person_id,
+                 dumps(m.source_distinct_ids), dumps(m.source_properties), m.source_is_identified,
+                 _us(m.source_created_at), m.reason) for m in ch.merges],
+        groups={k: (_us(g.created_at), dumps(g.properties), dumps({"ts": g.properties_ts}), g.version)
+                for k, g in ch.groups.items()},
+        group_types=list(ch.group_types),
+        warnings=[(w.project_id, w.type, dumps(w.details), _us(w.timestamp)) for w in ch.warnings],
+    )

@@ -244,6 +244,7 @@ def members(core, project_id: int, cohort_id: int, limit: int = 100, offset: int
     from sightline.query.runner import load_cohorts
 
     project = core.resolve_project(project_id)
+    core.sync()
     ctx = QueryContext(core.storage, project.id, timezone=project.timezone, settings=project.settings,
                        cohorts=load_cohorts(core.meta, project.id))
     scope = ctx.scope()

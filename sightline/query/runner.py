@@ -54,6 +54,8 @@ def load_cohorts(meta, project_id: int) -> dict:
 def run_query(core, query: dict, *, project_id: int | None = None, now: datetime | None = None) -> dict:
     """Run one query (PostHog query JSON) for a project of ``core`` and return the result JSON."""
     project = core.resolve_project(project_id)
+    if hasattr(core, "sync"):
+        core.sync()  # queries see every acknowledged event
     ctx = QueryContext(core.storage, project.id, timezone=project.timezone, settings=project.settings,
                        cohorts=load_cohorts(core.meta, project.id))
     if now is not None:

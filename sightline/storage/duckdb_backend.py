@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 
 from sightline.errors import DataDirLocked, InvalidInput
-from sightline.persons.identity import Changes, Group, IdentityState, Person
+from sightline.persons.identity import ChangeRows, Changes, Group, IdentityState, Person, change_rows
 from sightline.storage.base import QueryError, QueryResult, QueryTimeout
 from sightline.storage.schema import GROUP_COLUMNS, HOT_PROPERTIES, SCHEMA_VERSION
 
@@ -102,6 +102,7 @@ OTHER_DDL = [
         timestamp TIMESTAMPTZ NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS sightline_schema (version INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS ingest_wal (segment BIGINT NOT NULL, "offset" BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS event_parts (
         name VARCHAR PRIMARY KEY,
         rows BIGINT NOT NULL,
@@ -261,15 +262,28 @@ class DuckDBStorage:
                 final.unlink(missing_ok=True)
                 raise
 
+    def wal_position(self) -> tuple[int, int] | None:
+        """Where the ingestion log had been stored up to, as of the last commit."""
+        con = self._con.cursor()
+        try:
+            row = con.execute('SELECT segment, "offset" FROM ingest_wal').fetchone()
+        finally:
+            con.close()
+        return (int(row[0]), int(row[1])) if row else None
+
     def schema_version(self) -> int:
         return self._con.execute("SELECT max(version) FROM sightline_schema").fetchone()[0]
 
     # -- the write path ------------------------------------------------------------------
-    def append(self, events: pa.Table, changes: Changes) -> None:
+    def append(self, events: pa.Table, changes: Changes | ChangeRows,
+               wal_position: tuple[int, int] | None = None) -> None:
         con = self._con
         with self._lock:
             con.execute("BEGIN")
             try:
+                if wal_position is not None:
+                    con.execute("DELETE FROM ingest_wal")
+                    con.execute("INSERT INTO ingest_wal VALUES (?, ?)", list(wal_position))
                 if events.num_rows:
                     con.register("_sl_batch", events)
                     try:
@@ -283,22 +297,28 @@ class DuckDBStorage:
                 con.execute("ROLLBACK")
                 raise
 
-    def _write_changes(self, ch: Changes) -> None:
+    def _write_changes(self, changes: Changes | ChangeRows) -> None:
+        ch = changes if isinstance(changes, ChangeRows) else change_rows(changes)
         con = self._con
-        if ch.deleted_persons:
-            con.execute("DELETE FROM persons WHERE id IN (SELECT CAST(unnest(?) AS UUID))",
-                        [list(ch.deleted_persons)])
+        ts_type = pa.timestamp("us", tz="UTC")
+
+        def ts(values: list[int]) -> pa.Array:
+            return pa.array(values, pa.int64()).cast(ts_type)
+
+        deleted = ch.deleted_persons - set(ch.persons)
+        if deleted:
+            con.execute("DELETE FROM persons WHERE id IN (SELECT CAST(unnest(?) AS UUID))", [sorted(deleted)])
         if ch.persons:
-            ps = list(ch.persons.values())
+            ids = list(ch.persons)
+            rows = [ch.persons[i] for i in ids]
             tbl = pa.table({
-                "id": [p.id for p in ps],
-                "project_id": pa.array([p.project_id for p in ps], pa.int32()),
-                "created_at": pa.array([p.created_at for p in ps], pa.timestamp("us", tz="UTC")),
-                "properties": [_dumps(p.properties) for p in ps],
-                "properties_meta": [_dumps({"ts": p.properties_ts, "once": sorted(p.once_keys)})
-                                    for p in ps],
-                "is_identified": [p.is_identified for p in ps],
-                "version": pa.array([p.version for p in ps], pa.int64()),
+                "id": ids,
+                "project_id": pa.array([r[0] for r in rows], pa.int32()),
+                "created_at": ts([r[1] for r in rows]),
+                "properties": [r[2] for r in rows],
+                "properties_meta": [r[3] for r in rows],
+                "is_identified": [bool(r[4]) for r in rows],
+                "version": pa.array([r[5] for r in rows], pa.int64()),
             })
             self._upsert("persons", tbl, "CAST(id AS UUID), project_id, created_at, properties, "
                          "properties_meta, is_identified, version")
@@ -312,9 +332,9 @@ class DuckDBStorage:
             self._upsert("person_distinct_ids", tbl, "project_id, distinct_id, CAST(person_id AS UUID)")
         if ch.overrides:
             items = list(ch.overrides.items())
-            drop = [(k, v) for k, v in items if k[1] == v]
+            drop = [k for k, v in items if k[1] == v]
             keep = [(k, v) for k, v in items if k[1] != v]
-            for (project_id, old), _ in drop:
+            for project_id, old in drop:
                 con.execute("DELETE FROM person_overrides WHERE project_id = ? AND old_person_id = ?",
                             [project_id, old])
             if keep:
@@ -329,27 +349,25 @@ class DuckDBStorage:
             con.execute(
                 "INSERT INTO person_merges (project_id, merged_at, source_person_id, target_person_id, "
                 "source_distinct_ids, source_properties, source_is_identified, source_created_at, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [m.project_id, m.merged_at, m.source_person_id, m.target_person_id,
-                 _dumps(m.source_distinct_ids), _dumps(m.source_properties), m.source_is_identified,
-                 m.source_created_at, m.reason])
+                "VALUES (?, make_timestamptz(?), ?, ?, ?, ?, ?, make_timestamptz(?), ?)", list(m))
         if ch.groups:
-            gs = list(ch.groups.values())
+            keys = list(ch.groups)
+            rows = [ch.groups[k] for k in keys]
             tbl = pa.table({
-                "project_id": pa.array([g.project_id for g in gs], pa.int32()),
-                "group_type_index": pa.array([g.group_type_index for g in gs], pa.int32()),
-                "group_key": [g.group_key for g in gs],
-                "created_at": pa.array([g.created_at for g in gs], pa.timestamp("us", tz="UTC")),
-                "properties": [_dumps(g.properties) for g in gs],
-                "properties_meta": [_dumps({"ts": g.properties_ts}) for g in gs],
-                "version": pa.array([g.version for g in gs], pa.int64()),
+                "project_id": pa.array([k[0] for k in keys], pa.int32()),
+                "group_type_index": pa.array([k[1] for k in keys], pa.int32()),
+                "group_key": [k[2] for k in keys],
+                "created_at": ts([r[0] for r in rows]),
+                "properties": [r[1] for r in rows],
+                "properties_meta": [r[2] for r in rows],
+                "version": pa.array([r[3] for r in rows], pa.int64()),
             })
             self._upsert("groups", tbl, "*")
         for project_id, group_type, index in ch.group_types:
             con.execute("INSERT OR IGNORE INTO group_types VALUES (?, ?, ?)", [project_id, group_type, index])
         if ch.warnings:
-            con.executemany("INSERT INTO ingestion_warnings VALUES (?, ?, ?, ?)",
-                            [[w.project_id, w.type, _dumps(w.details), w.timestamp] for w in ch.warnings])
+            con.executemany("INSERT INTO ingestion_warnings VALUES (?, ?, ?, make_timestamptz(?))",
+                            [list(w) for w in ch.warnings])
 
     def _upsert(self, table: str, rows: pa.Table, select: str) -> None:
         self._con.register("_sl_rows", rows)

@@ -65,16 +65,22 @@ EVENT_BATCH_SCHEMA = pa.schema(
 
 def events_to_arrow(events: Sequence[Event], project_ids: Sequence[int], created_at: datetime) -> pa.Table:
     """Build the columnar batch for ``events`` (``project_ids[i]`` is event i's project)."""
-    columns: dict[str, list] = {
-        "uuid": [e.uuid for e in events],
-        "project_id": list(project_ids),
-        "event": [e.event for e in events],
-        "distinct_id": [e.distinct_id for e in events],
-        "person_id": [e.person_id for e in events],
-        "timestamp": [e.timestamp for e in events],
-        "created_at": [created_at] * len(events),
-        "properties": [e.properties_json for e in events],
+    ts_type = pa.timestamp("us", tz="UTC")
+    n = len(events)
+    # tz-aware datetimes convert slowly one by one; epoch microseconds as integers do not
+    micros = [int(e.timestamp.timestamp() * 1_000_000) for e in events]
+    columns: dict[str, pa.Array] = {
+        "uuid": pa.array([e.uuid for e in events], pa.string()),
+        "project_id": pa.array(project_ids, pa.int32()),
+        "event": pa.array([e.event for e in events], pa.string()),
+        "distinct_id": pa.array([e.distinct_id for e in events], pa.string()),
+        "person_id": pa.array([e.person_id for e in events], pa.string()),
+        "timestamp": pa.array(micros, pa.int64()).cast(ts_type),
+        "created_at": pa.repeat(pa.scalar(created_at, ts_type), n),
+        "properties": pa.array([e.properties_json for e in events], pa.string()),
     }
+    any_groups = any(e.groups for e in events)
     for i, col in enumerate(GROUP_COLUMNS):
-        columns[col] = [e.groups.get(i) for e in events]
+        columns[col] = (pa.array([e.groups.get(i) for e in events], pa.string()) if any_groups
+                        else pa.nulls(n, pa.string()))
     return pa.table(columns, schema=EVENT_BATCH_SCHEMA)

@@ -27,6 +27,7 @@ async def events(request: Request) -> Response:
         core = request.app.state.core
         project = core.resolve_project(request.path_params["project_id"])
         q = request.query_params
+        await run_in_threadpool(core.sync)
         page = await run_in_threadpool(
             list_events, core.storage, project.id, event=q.get("event"), distinct_id=q.get("distinct_id"),
             person_id=q.get("person_id"), after=q.get("after"), before=q.get("before"),
@@ -42,6 +43,7 @@ async def persons(request: Request) -> Response:
         core = request.app.state.core
         project = core.resolve_project(request.path_params["project_id"])
         q = request.query_params
+        await run_in_threadpool(core.sync)
         page = await run_in_threadpool(
             list_persons, core.storage, project.id, distinct_id=q.get("distinct_id"),
             search=q.get("search"), limit=q.get("limit"), cursor=q.get("cursor"))
@@ -55,6 +57,7 @@ async def person(request: Request) -> Response:
         require_api_key(request)
         core = request.app.state.core
         project = core.resolve_project(request.path_params["project_id"])
+        await run_in_threadpool(core.sync)
         page = await run_in_threadpool(list_persons, core.storage, project.id,
                                        person_id=request.path_params["person_id"], limit=1)
         if not page.results:

@@ -42,7 +42,11 @@ async def metrics(request: Request) -> Response:
              "writer_batches_total": w.stats.batches,
              "writer_events_stored_total": w.stats.events_stored,
              "writer_duplicates_total": w.stats.duplicates,
-             "writer_last_commit_seconds": w.stats.last_commit_seconds}
+             "writer_last_commit_seconds": w.stats.last_commit_seconds,
+             "ingestion_unflushed_events": w.unflushed_events,
+             "ingestion_lag_seconds": round(w.lag_seconds, 3),
+             "writer_flushes_total": w.stats.flushes,
+             "writer_last_flush_seconds": w.stats.last_flush_seconds}
     return PlainTextResponse(core.metrics.render(extra), media_type="text/plain; version=0.0.4")
 
 
