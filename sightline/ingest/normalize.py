@@ -70,10 +70,11 @@ class NormalizedBatch:
     dropped: int = 0  # silently dropped by protocol rule ($performance_event)
 
 
-def uuid7(now_ms: int | None = None) -> str:
-    """A UUIDv7 string (time-ordered), as the SDKs generate."""
+def uuid7(now_ms: int | None = None, rand: int | None = None) -> str:
+    """A UUIDv7 string (time-ordered), as the SDKs generate; ``rand`` (74+ bits) makes it repeatable."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    if rand is None:
+        rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0xFFF) << 64

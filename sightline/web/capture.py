@@ -24,7 +24,8 @@ LEGACY_PATHS = frozenset({"/e", "/capture", "/track", "/engage", "/i/v0/e"})
 INLINE_BODY_BYTES = 256 * 1024  # larger bodies are decoded off the event loop
 
 
-def _sent_at(req: CaptureRequest) -> datetime | None:
+def sent_at_of(req: CaptureRequest) -> datetime | None:
+    """The request's ``sent_at``: the body's ISO value, else the query's ms epoch."""
     if req.sent_at:
         parsed = parse_timestamp(req.sent_at)
         if parsed is not None:
@@ -44,7 +45,7 @@ def _process(core, body: bytes, query: dict, headers, path: str):
     project = core.meta.project_by_token(token)
     if project is None:
         raise AuthenticationFailed("Project token is not valid.", code="invalid_token")
-    batch = normalize_batch(req.events, now=datetime.now(UTC), sent_at=_sent_at(req))
+    batch = normalize_batch(req.events, now=datetime.now(UTC), sent_at=sent_at_of(req))
     return project, req, batch
 
 
