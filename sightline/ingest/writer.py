@@ -140,6 +140,10 @@ class Writer:
         self._oldest_unflushed: float | None = None
         self._sync_requested = threading.Event()
         self._flush_error: Exception | None = None
+        self.checkpoint_interval = 30.0      # seconds of quiet before a checkpoint
+        self.checkpoint_events = 2_000_000   # or after this many events, quiet or not
+        self._last_checkpoint = time.monotonic()
+        self._flushed_since_checkpoint = 0
         self._thread = threading.Thread(target=self._run, name="sightline-writer", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name="sightline-flusher", daemon=True)
         self._running = False
@@ -422,6 +426,23 @@ class Writer:
             if batch:
                 self._store(batch)
             self._sync_requested.clear()
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        """Fold the store's own log into its files when ingestion is quiet (or the log is big)."""
+        now = time.monotonic()
+        quiet = self._to_flush.empty() and self._unflushed == 0
+        due = self._flushed_since_checkpoint >= self.checkpoint_events or \
+            (quiet and self._flushed_since_checkpoint and now - self._last_checkpoint >= self.checkpoint_interval)
+        if not due:
+            return
+        try:
+            self.storage.checkpoint()
+        except Exception:  # a checkpoint that fails is retried later; nothing is lost
+            log.exception("checkpoint failed")
+            return
+        self._last_checkpoint = now
+        self._flushed_since_checkpoint = 0
 
     def _store(self, batch: list[tuple[pa.Table, ChangeRows, Position]]) -> None:
         rows = ChangeRows()
@@ -445,6 +466,7 @@ class Writer:
                 delay = min(delay * 2, 30)
         self.stats.flushes += 1
         self.stats.events_flushed += table.num_rows
+        self._flushed_since_checkpoint += table.num_rows
         self.stats.last_flush_seconds = time.perf_counter() - started
         with self._cond:
             self._flush_error = None

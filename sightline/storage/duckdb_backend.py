@@ -165,6 +165,12 @@ class DuckDBStorage:
         if memory_limit:
             self._con.execute("SET memory_limit = ?", [memory_limit])
         if not read_only:
+            # Checkpoints rewrite table storage; DuckDB starts one inside a commit whenever its
+            # own log passes 16 MB, which at ingestion rates means nearly every flush. Sightline's
+            # ingestion log already makes events durable, so let DuckDB's log grow and checkpoint
+            # when ingestion is quiet (Writer) or at shutdown.
+            self._con.execute("SET checkpoint_threshold = ?",
+                              [os.environ.get("SIGHTLINE_DUCKDB_CHECKPOINT_THRESHOLD", "1GB")])
             self._create_schema()
 
     # -- schema -------------------------------------------------------------------------
