@@ -68,8 +68,13 @@ class IngestLog:
             self._rotate()
         self._fh.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)))
         self._fh.write(payload)
+        self._fh.flush()  # to the OS; sync_handle() makes it durable
         self.offset += HEADER.size + len(payload)
         return self.position
+
+    def sync_handle(self) -> int:
+        """A duplicate descriptor of the current segment, to fsync without holding up appends."""
+        return os.dup(self._fh.fileno())
 
     def sync(self) -> None:
         self._fh.flush()

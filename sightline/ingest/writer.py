@@ -18,6 +18,7 @@ recently stored uuids held in memory and warmed from storage at start.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -135,6 +136,7 @@ class Writer:
         self._to_flush: queue.SimpleQueue = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._acked: Position = self.log.position
+        self._logged: Position = self.log.position
         self._flushed: Position = self.log.position
         self._unflushed = 0
         self._oldest_unflushed: float | None = None
@@ -144,7 +146,9 @@ class Writer:
         self.checkpoint_events = 2_000_000   # or after this many events, quiet or not
         self._last_checkpoint = time.monotonic()
         self._flushed_since_checkpoint = 0
+        self._to_sync: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sightline-writer", daemon=True)
+        self._syncer = threading.Thread(target=self._sync_loop, name="sightline-syncer", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name="sightline-flusher", daemon=True)
         self._running = False
 
@@ -177,6 +181,7 @@ class Writer:
     def start(self) -> None:
         self._running = True
         self._thread.start()
+        self._syncer.start()
         self._flusher.start()
 
     def stop(self) -> None:
@@ -186,6 +191,8 @@ class Writer:
         self._running = False
         self._queue.put(_STOP)
         self._thread.join()
+        self._to_sync.put(_STOP)
+        self._syncer.join()
         self._to_flush.put(_STOP)
         self._flusher.join()
         with self._log_lock:
@@ -309,6 +316,7 @@ class Writer:
                     stored.append(event)
                     project_ids.append(pid)
                 results.append(WriteResult(len(item.events) - dup, dup))
+            record = None
             if stored or changes:
                 table = events_to_arrow(stored, project_ids, datetime.now(UTC))
                 rows = change_rows(changes)
@@ -316,8 +324,8 @@ class Writer:
                 self._wait_for_room()
                 with self._log_lock:
                     position = self.log.append(payload)
-                    self.log.sync()
-                self._hand_over(table, rows, position)
+                self._logged = position
+                record = (table, rows, position)
         except Exception as exc:  # the log could not be written: nothing of this group is durable
             log.exception("logging %d events failed", len(stored))
             self.stats.failures += 1
@@ -338,11 +346,52 @@ class Writer:
         st.batch_sizes.append(len(stored))
         if len(st.batch_sizes) > 1000:
             del st.batch_sizes[:500]
-        self._finish(items, results=results)
+        # the syncer fsyncs (once for every group that is waiting) and then answers the requests,
+        # while this thread already works on the next group
+        self._to_sync.put((items, results, record))
+
+    def _sync_loop(self) -> None:
+        while True:
+            first = self._to_sync.get()
+            if first is _STOP:
+                return
+            groups = [first]
+            stop = False
+            while True:
+                try:
+                    nxt = self._to_sync.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                groups.append(nxt)
+            try:
+                if any(g[2] is not None for g in groups):
+                    with self._log_lock:
+                        fd = self.log.sync_handle()
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            except Exception as exc:  # cannot make the log durable: fail these requests
+                log.exception("fsync of the ingestion log failed")
+                self.stats.failures += 1
+                for items, _, _ in groups:
+                    self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
+                                                          code="storage_error"))
+            else:
+                for items, results, record in groups:
+                    if record is not None:
+                        self._hand_over(*record)
+                    self._finish(items, results=results)
+            if stop:
+                return
 
     def _hand_over(self, table: pa.Table, rows: ChangeRows, position: Position) -> None:
         with self._cond:
             self._acked = position
+            self._cond.notify_all()
             self._unflushed += table.num_rows
             if self._oldest_unflushed is None:
                 self._oldest_unflushed = time.monotonic()
@@ -359,7 +408,9 @@ class Writer:
 
     def _run_job(self, job: _Job) -> None:
         try:
-            self.sync(timeout=None)  # the job's identity changes must land after everything logged
+            with self._cond:  # every logged group must be acknowledged, then stored, before the job
+                self._cond.wait_for(lambda: self._acked >= self._logged)
+            self.sync(timeout=None)
             changes = Changes()
             table = job.fn(self.identity, changes)
             if job.bulk:
