@@ -75,7 +75,8 @@ class Sightline:
         from sightline.flags.service import FlagService
 
         # feature flags: definitions hot in memory; person/group properties from the live identity
-        self.flags = FlagService(self.meta, lambda: self._writer.identity if self._writer else None)
+        self.flags = FlagService(self.meta, lambda: self._writer.identity if self._writer else None,
+                                 behavioral_members=self._behavioral_cohort_members)
 
     # -- set-up --------------------------------------------------------------------------
     def _bootstrap(self, token: str | None, env_token: str | None, api_key: str | None) -> BootstrapInfo:
@@ -149,6 +150,17 @@ class Sightline:
         if uuid is not None:
             raw["uuid"] = uuid
         return self.ingest([raw], project_id=project_id)
+
+    def _behavioral_cohort_members(self, project_id: int, cohort_ids: list[int]) -> dict[str, set[int]]:
+        """distinct id → the given (behavioural) cohorts it is in, computed over events now."""
+        from sightline.query import cohorts
+
+        out: dict[str, set[int]] = {}
+        for cid in cohort_ids:
+            for person in cohorts.members(self, project_id, cid, limit=10_000_000):
+                for did in person["distinct_ids"]:
+                    out.setdefault(did, set()).add(cid)
+        return out
 
     # -- reading ---------------------------------------------------------------------------
     def query(self, query: dict, *, project_id: int | None = None) -> "QueryResult":

@@ -104,7 +104,24 @@ def cohort_matches(cohort_id: int, person_properties: Mapping[str, Any], cohorts
     cohort = cohorts.get(cohort_id)
     if cohort is None or cohort.get("deleted") or cohort_id in seen:
         return False
-    if cohort.get("is_static"):
+    if cohort.get("is_static") or has_behavioral(cohort):
+        # behavioural cohorts are computed over events by the query engine (see
+        # FlagService.computed_members) and arrive here like static membership
         return cohort_id in static_member_of
     group = cohort_property_group(cohort.get("filters"))
     return _match_group(group, person_properties, cohorts, static_member_of, now, seen + (cohort_id,))
+
+
+def has_behavioral(cohort: dict) -> bool:
+    """Does the cohort's tree test behaviour (events), not only person properties?"""
+    stack = [cohort_property_group(cohort.get("filters"))]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("type") == "behavioral":
+                return True
+            if "values" in node:
+                stack.append(node.get("values"))
+    return False

@@ -129,9 +129,15 @@ def _populate_initial(props: dict) -> None:
 
 
 class FlagService:
-    def __init__(self, meta: MetaStore, identity: Callable[[], Any] | None = None) -> None:
+    def __init__(self, meta: MetaStore, identity: Callable[[], Any] | None = None,
+                 behavioral_members: Callable[[int, list[int]], dict[str, set[int]]] | None = None,
+                 behavioral_ttl: float = 60.0) -> None:
         self.meta = meta
         self._identity = identity or (lambda: None)
+        # distinct id → behavioural cohorts it is in, computed over events by the query engine
+        self._behavioral_members = behavioral_members
+        self.behavioral_ttl = behavioral_ttl
+        self._behavioral_cache: dict[int, tuple[float, int, dict[str, set[int]]]] = {}
         self._version = -1
         self._projects: dict[int, ProjectFlags] = {}
         self._lock = threading.Lock()
@@ -369,6 +375,10 @@ class FlagService:
         if pf.static_members:
             for d in distinct_ids:
                 static |= pf.static_members.get(d, set())
+        computed = self.computed_members(project_id, pf)
+        if computed:
+            for d in distinct_ids:
+                static |= computed.get(d, set())
         overrides: dict[str, str] = {}
         if pf.has_eec:
             overrides = self._hash_key_overrides(project_id, pf, req, distinct_ids)
@@ -378,6 +388,27 @@ class FlagService:
             cohorts=pf.cohorts, static_cohorts=frozenset(static), flags_by_key=pf.by_key,
             device_id=req.device_id, anon_distinct_id=req.anon_distinct_id,
             hash_key_overrides=overrides, now=now or datetime.now(UTC))
+
+    def computed_members(self, project_id: int, pf: ProjectFlags) -> dict[str, set[int]]:
+        """Membership of the project's behavioural cohorts, recomputed at most every ``behavioral_ttl`` s."""
+        from sightline.flags.cohorts import has_behavioral
+
+        if self._behavioral_members is None:
+            return {}
+        ids = sorted(cid for cid, c in pf.cohorts.items() if not c.get("deleted") and not c.get("is_static")
+                     and has_behavioral(c))
+        if not ids:
+            return {}
+        cached = self._behavioral_cache.get(project_id)
+        now = time.monotonic()
+        if cached and cached[1] == self._version and now - cached[0] < self.behavioral_ttl:
+            return cached[2]
+        try:
+            members = self._behavioral_members(project_id, ids)
+        except Exception:  # a failing query must not break flag evaluation: no one matches
+            members = {}
+        self._behavioral_cache[project_id] = (now, self._version, members)
+        return members
 
     def _hash_key_overrides(self, project_id: int, pf: ProjectFlags, req: FlagsRequest,
                             distinct_ids: list[str]) -> dict[str, str]:
