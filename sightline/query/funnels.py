@@ -77,6 +77,8 @@ class FunnelSQL:
                              now=ctx.now, earliest=earliest, explicit=q.dateRange.explicitDate,
                              week_start_monday=ctx.week_start_monday)
         self.order = f.funnelOrderType
+        # funnel trends count every start's bucket, so they keep dominated starts
+        self.prune_starts = f.funnelVizType != "trends"
 
     # -- pieces ---------------------------------------------------------------------------
     def actor(self) -> str:
@@ -153,8 +155,16 @@ class FunnelSQL:
                             f"ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS nx{k}" for k in range(1, n))
             ctes.append(f"evs AS (SELECT *, {nxs} FROM ev)")
         src = "evs" if strict else "ev"
-        ctes.append(f"c1 AS (SELECT actor, bk, q AS q1, ts AS t1{', nx1' if strict and n > 1 else ''} "
-                    f"FROM {src} WHERE s1)")
+        if strict or not self.prune_starts:
+            ctes.append(f"c1 AS (SELECT actor, bk, q AS q1, ts AS t1{', nx1' if strict and n > 1 else ''} "
+                        f"FROM {src} WHERE s1)")
+        else:
+            # A start followed by another start (that is not also step 2) can never beat it: the
+            # later one sees the same events with more window left. Dropping them keeps the joins
+            # small when step 1 is a frequent event such as $pageview.
+            ctes.append(f"c1 AS (SELECT actor, bk, q AS q1, ts AS t1 FROM (SELECT *, lead(s1 AND NOT s2) OVER "
+                        f"(PARTITION BY {part} ORDER BY q) AS dominated FROM ev) "
+                        f"WHERE s1 AND NOT coalesce(dominated, false))")
         for k in range(2, n + 1):
             extra = f", nx{k}" if strict and k < n else ""
             ctes.append(f"s{k}_ AS (SELECT actor, bk, q, ts{extra} FROM {src} WHERE s{k})")

@@ -219,3 +219,13 @@ def test_ordered_funnels_match_clickhouse_windowfunnel(tmp_path_factory, seed, n
         got = counts(funnel(s, names[:n], funnelsFilter={"funnelWindowInterval": window_h,
                                                          "funnelWindowIntervalUnit": "hour"}))
     assert got == expected
+
+
+def test_trends_count_every_entry_bucket(db):
+    # day 1: A only; day 2: A then B. Steps count the person once; trends see two entry days.
+    send(db, [("u", "A", at(1)), ("u", "A", at(2)), ("u", "B", at(2, 60))])
+    assert counts(funnel(db, ["A", "B"])) == [1, 1]
+    [r] = db.query({"kind": "FunnelsQuery", "series": [{"event": "A"}, {"event": "B"}],
+                    "dateRange": {"date_from": "2024-01-01", "date_to": "2024-01-02"},
+                    "funnelsFilter": {"funnelVizType": "trends"}})["results"]
+    assert r["reached_from_step_count"] == [1, 1] and r["reached_to_step_count"] == [1, 1]
