@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sightline.errors import InvalidInput, NotFound
 from sightline.ingest.normalize import NormalizedBatch, Rejection, normalize_batch
@@ -20,6 +20,9 @@ from sightline.meta import MetaStore, Project
 from sightline.metrics import Metrics
 from sightline.persons.identity import IdentityState
 from sightline.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from sightline.query.result import QueryResult
 
 log = logging.getLogger("sightline")
 UTC = timezone.utc

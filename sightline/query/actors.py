@@ -42,8 +42,7 @@ def _trends_actors(ctx: QueryContext, q, a: InsightActorsQuery):
     rng = resolve(q.dateRange.date_from, q.dateRange.date_to, interval=q.interval, tz=ctx.timezone, now=ctx.now,
                   explicit=q.dateRange.explicitDate, week_start_monday=ctx.week_start_monday)
     scope = ctx.scope()
-    d, p = scope.dialect, scope.params
-    tz = p.add(rng.tz.key, "tz")
+    p = scope.params
     if a.day is None:
         start, end = p.add(rng.start, "start"), p.add(rng.end, "end")
     else:
@@ -82,7 +81,7 @@ def _funnel_actors(ctx: QueryContext, q, a: InsightActorsQuery):
                            attr="funnelStep")
     p = f.scope.params
     if f.breakdown() is not None and a.breakdown is not None:
-        cond += (f" AND bv_key IS NULL" if a.breakdown == NULL_SENTINEL
+        cond += (" AND bv_key IS NULL" if a.breakdown == NULL_SENTINEL
                  else f" AND bv_key = {p.add(str(a.breakdown), 'bv')}")
     return f"{f.actors_sql()}, sel AS (SELECT DISTINCT actor FROM actors WHERE {cond}) ", p
 

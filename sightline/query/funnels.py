@@ -20,7 +20,6 @@ within one window.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 
 from sightline.errors import InvalidInput
 from sightline.query.context import QueryContext

@@ -87,8 +87,8 @@ def run(ctx: QueryContext, q: RetentionQuery) -> dict:
     rf = q.retentionFilter
     ctes, p, rng, unit = build(ctx, q)
     sql = (ctes +
-           f"SELECT cohort, NULL AS k, count(DISTINCT actor) FROM s GROUP BY cohort "
-           f"UNION ALL SELECT cohort, k, count(DISTINCT actor) FROM k GROUP BY cohort, k "
+           "SELECT cohort, NULL AS k, count(DISTINCT actor) FROM s GROUP BY cohort "
+           "UNION ALL SELECT cohort, k, count(DISTINCT actor) FROM k GROUP BY cohort, k "
            + ("UNION ALL SELECT cohort, -1 - m, count(*) FROM (SELECT cohort, actor, max(k) AS m FROM k GROUP BY ALL) "
               "GROUP BY cohort, m" if rf.cumulative else ""))
     rows = ctx.execute(sql, p.values)

@@ -11,23 +11,16 @@ Missing prerequisites skip the test, unless SIGHTLINE_REQUIRE_BROWSER=1 (CI), wh
 from __future__ import annotations
 
 import gzip
-import http.server
 import json
-import os
-import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from browserkit import CHROMIUM, CHROMIUM_ARGS, StaticSite, require_prerequisites
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-HERE = Path(__file__).resolve().parent
-CHROMIUM = Path("/usr/bin/chromium")
-POSTHOG_BUNDLE = HERE / "node_modules" / "posthog-js" / "dist" / "array.full.js"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 USER_ID = "user-42@example.com"
 CUSTOM_EVENT = "browser_test_clicked"
 CUSTOM_PROPS = {"button": "upgrade", "seats": 3, "ratio": 0.5, "trial": True,
@@ -36,22 +29,8 @@ CAPTURE_PATHS = {"/e", "/e/", "/i/v0/e", "/i/v0/e/"}
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("SIGHTLINE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"SIGHTLINE_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
-def _require_prerequisites():
-    if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    if not POSTHOG_BUNDLE.exists():
-        _missing(f"{POSTHOG_BUNDLE} is missing (cd tests/browser && npm ci)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the playwright Python package is not installed (pip install -e .[dev])")
-    return sync_playwright
 
 
 PAGE_HTML = """<!doctype html>
@@ -92,49 +71,6 @@ PREFLIGHTED_FETCH = """async ([url, token, distinctId]) => {
 }"""
 
 
-class _StaticSite:
-    """A tiny threaded HTTP server for the test page and the SDK bundle (a separate origin)."""
-
-    def __init__(self, api_host: str, token: str):
-        page = (PAGE_HTML.replace("__TOKEN__", json.dumps(token))
-                .replace("__API_HOST__", json.dumps(api_host))).encode()
-        files = {
-            "/index.html": (page, "text/html; charset=utf-8"),
-            "/array.full.js": (POSTHOG_BUNDLE.read_bytes(), "application/javascript"),
-        }
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server naming)
-                path = urlsplit(self.path).path
-                if path == "/favicon.ico":
-                    self.send_response(204)
-                    self.end_headers()
-                    return
-                if path not in files:
-                    self.send_error(404)
-                    return
-                body, ctype = files[path]
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def _poll(fn, timeout: float = 15.0, interval: float = 0.2, sleep=time.sleep):
     """Call ``fn`` until it returns something truthy; return the last value either way.
 
@@ -161,9 +97,9 @@ def _event_names(body: bytes) -> list[str]:
 
 
 def test_posthog_js_sends_events_to_sightline(server):
-    sync_playwright = _require_prerequisites()
+    sync_playwright = require_prerequisites()
     started = time.monotonic()
-    site = _StaticSite(server.url, server.token)
+    site = StaticSite(PAGE_HTML, server.url, server.token)
     page_url = site.url + "/index.html"
     origin = server.url
 
@@ -244,7 +180,7 @@ def test_posthog_js_sends_events_to_sightline(server):
                 browser.close()
     finally:
         site.close()
-        print(f"\n--- browser console ---\n" + "\n".join(console))
+        print("\n--- browser console ---\n" + "\n".join(console))
         print("--- requests to Sightline ---\n" + "\n".join(sightline_requests))
         print(f"--- browser phase took {time.monotonic() - started:.1f}s ---")
 

@@ -10,24 +10,16 @@ Missing prerequisites skip the test, unless SIGHTLINE_REQUIRE_BROWSER=1 (CI), wh
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
-import threading
 import time
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from browserkit import CHROMIUM, CHROMIUM_ARGS, StaticSite, require_prerequisites
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-HERE = Path(__file__).resolve().parent
-CHROMIUM = Path("/usr/bin/chromium")
-POSTHOG_BUNDLE = HERE / "node_modules" / "posthog-js" / "dist" / "array.full.js"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 FLAGS = [
     {"key": "js-bool", "filters": {"groups": [{"properties": [], "rollout_percentage": 100}],
                                    "payloads": {"true": {"headline": "Hello from Sightline", "n": 3}}}},
@@ -62,56 +54,8 @@ PAGE_HTML = """<!doctype html>
 """
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("SIGHTLINE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"SIGHTLINE_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
-def _require_prerequisites():
-    if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    if not POSTHOG_BUNDLE.exists():
-        _missing(f"{POSTHOG_BUNDLE} is missing (cd tests/browser && npm ci)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the playwright Python package is not installed (pip install -e .[dev])")
-    return sync_playwright
-
-
-class _StaticSite:
-    def __init__(self, api_host: str, token: str):
-        page = (PAGE_HTML.replace("__TOKEN__", json.dumps(token))
-                .replace("__API_HOST__", json.dumps(api_host))).encode()
-        files = {"/index.html": (page, "text/html; charset=utf-8"),
-                 "/array.full.js": (POSTHOG_BUNDLE.read_bytes(), "application/javascript")}
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                path = urlsplit(self.path).path
-                if path not in files:
-                    self.send_response(404 if path != "/favicon.ico" else 204)
-                    self.end_headers()
-                    return
-                body, ctype = files[path]
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _server_decision(server, distinct_id: str, **body) -> dict:
@@ -121,11 +65,11 @@ def _server_decision(server, distinct_id: str, **body) -> dict:
 
 
 def test_posthog_js_reads_flags_and_payloads(server):
-    sync_playwright = _require_prerequisites()
+    sync_playwright = require_prerequisites()
     with server.api() as c:
         for f in FLAGS:
             assert c.post("/api/projects/@current/feature_flags/", json=f).status_code == 201
-    site = _StaticSite(server.url, server.token)
+    site = StaticSite(PAGE_HTML, server.url, server.token)
     failed: list[str] = []
     flag_requests: list[str] = []
     try:

@@ -1,7 +1,7 @@
 """Retention, lifecycle and stickiness: the spec's vectors and plain-Python references."""
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
