@@ -119,7 +119,10 @@ class Sightline:
         if self._writer is None:
             if self.read_only:
                 raise InvalidInput("This Sightline was opened read-only.", code="read_only")
-            self._writer = Writer(self.storage, self._load_identity, wal_dir=self.data_dir / "wal")
+            # SIGHTLINE_FLUSH_INTERVAL: seconds between stores of the ingestion log (default 1)
+            interval = float(os.environ.get("SIGHTLINE_FLUSH_INTERVAL", "1") or 1)
+            self._writer = Writer(self.storage, self._load_identity, wal_dir=self.data_dir / "wal",
+                                  flush_interval=interval)
             self._writer.start()
         return self._writer
 

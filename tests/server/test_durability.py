@@ -76,3 +76,24 @@ def test_sigterm_flushes_and_exits_cleanly(tmp_path):
         assert {e["uuid"] for e in restarted.events(event="graceful")} == set(ids)
     finally:
         stop_server(restarted)
+
+
+def test_acknowledged_events_only_in_the_log_are_replayed_after_a_crash(tmp_path):
+    """With flushing held back, a SIGKILL leaves events only in the ingestion log; restart stores them."""
+    data = tmp_path / "data"
+    server = start_server(data, extra_env={"SIGHTLINE_FLUSH_INTERVAL": "3600"})
+    ids = [str(uuid.uuid4()) for _ in range(500)]
+    for chunk in range(0, 500, 100):
+        r = httpx.post(server.url + "/batch/", json={"api_key": server.token, "batch": [
+            {"event": "logged", "distinct_id": f"u{i % 7}", "uuid": u, "$set": {"n": i}}
+            for i, u in enumerate(ids[chunk:chunk + 100], start=chunk)]})
+        assert r.status_code == 200
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    assert any((data / "wal").glob("*.log"))
+    restarted = start_server(data)
+    try:
+        assert {e["uuid"] for e in restarted.events(event="logged")} == set(ids)
+        assert len(restarted.persons(distinct_id="u3")) == 1
+    finally:
+        stop_server(restarted)
