@@ -24,6 +24,7 @@ class QueryContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     timings: list[tuple[str, float]] = field(default_factory=list)
     cohorts: dict = field(default_factory=dict)
+    timeout_s: float = 60.0  # each statement; the project setting query_timeout_seconds changes it
 
     @property
     def dialect(self):
@@ -41,7 +42,19 @@ class QueryContext:
         used = set(_PARAM.findall(sql))
         params = {k: v for k, v in params.items() if k in used}
         started = time.perf_counter()
-        rows = self.storage.execute(sql, params).rows
+        if hasattr(self.storage, "query"):
+            from sightline.errors import InvalidInput
+            from sightline.storage.base import QueryError, QueryTimeout
+
+            try:
+                rows = self.storage.query(sql, params, timeout_s=self.timeout_s).rows
+            except QueryTimeout:
+                raise InvalidInput(f"The query ran longer than its limit of {self.timeout_s:g} s; narrow the "
+                                   "date range or the filters.", code="query_timeout", status=408) from None
+            except QueryError as exc:
+                raise InvalidInput(f"The query failed: {exc}", code="query_failed") from None
+        else:
+            rows = self.storage.execute(sql, params).rows
         self.timings.append((sql[:80], time.perf_counter() - started))
         return rows
 

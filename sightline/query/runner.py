@@ -57,7 +57,8 @@ def run_query(core, query: dict, *, project_id: int | None = None, now: datetime
     if hasattr(core, "sync"):
         core.sync()  # queries see every acknowledged event
     ctx = QueryContext(core.storage, project.id, timezone=project.timezone, settings=project.settings,
-                       cohorts=load_cohorts(core.meta, project.id))
+                       cohorts=load_cohorts(core.meta, project.id),
+                       timeout_s=float(project.settings.get("query_timeout_seconds") or 60))
     if now is not None:
         ctx.now = now
     if isinstance(query, dict) and query.get("kind") == "InsightActorsQuery":

@@ -251,3 +251,25 @@ def test_daylight_saving_days_and_hours(tmp_path):
         got = dict(zip(hour["days"], hour["data"]))
         assert got["2024-03-10 00:00:00"] == 1 and got["2024-03-10 01:00:00"] == 1
         assert got["2024-03-10 02:00:00"] == 0 and got["2024-03-10 03:00:00"] == 1 and got["2024-03-10 23:00:00"] == 1
+
+
+def test_insight_queries_have_a_time_limit(tmp_path):
+    from sightline.ingest.bulk import import_events
+
+    with sightline.open(tmp_path / "d") as s:
+        base = datetime(2024, 1, 1, tzinfo=UTC)
+        import_events(s, ({"event": "e", "distinct_id": f"u{i % 5000}", "timestamp": base + timedelta(seconds=i)}
+                          for i in range(150_000)), progress=False)
+        funnel = {"kind": "FunnelsQuery", "series": [{"event": "e"}] * 5,
+                  "dateRange": {"date_from": "2024-01-01", "date_to": "2024-01-03"}}
+        s.meta.update_project(s.project.id, settings={"query_timeout_seconds": 0.01})
+        errors = []
+        for _ in range(3):  # the funnel takes ~0.2 s; an interrupt landing before it starts is missed
+            try:
+                s.query(funnel)
+            except InvalidInput as exc:
+                errors.append(exc)
+                break
+        assert errors and errors[0].status == 408 and errors[0].code == "query_timeout"
+        s.meta.update_project(s.project.id, settings={"query_timeout_seconds": 60})
+        assert s.query(funnel)["results"][0]["count"] == 5000
