@@ -91,9 +91,11 @@ def _retention_actors(ctx: QueryContext, q, a: InsightActorsQuery):
     if a.interval is None:
         raise InvalidInput("Retention persons need `interval`, the cohort row.", attr="interval")
     cohort = p.add(step(rng.local_from, unit, a.interval), "cohort")
+    bv = f" AND bv = {p.add(str(a.breakdown), 'bv')}" if a.breakdown is not None else ""
     if a.period:
-        return ctes + f", sel AS (SELECT DISTINCT actor FROM k WHERE cohort = {cohort} AND k = {int(a.period)}) ", p
-    return ctes + f", sel AS (SELECT DISTINCT actor FROM s WHERE cohort = {cohort}) ", p
+        return ctes + (f", sel AS (SELECT DISTINCT actor FROM k WHERE cohort = {cohort} AND k = {int(a.period)}"
+                       f"{bv}) "), p
+    return ctes + f", sel AS (SELECT DISTINCT actor FROM s WHERE cohort = {cohort}{bv}) ", p
 
 
 def _lifecycle_actors(ctx: QueryContext, q, a: InsightActorsQuery):

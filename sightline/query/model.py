@@ -162,6 +162,7 @@ class RetentionFilter(Model):
 class RetentionQuery(InsightQuery):
     kind: Literal["RetentionQuery"] = "RetentionQuery"
     retentionFilter: RetentionFilter = Field(default_factory=RetentionFilter)
+    breakdownFilter: BreakdownFilter | None = None
 
 
 class LifecycleQuery(InsightQuery):

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from sightline.errors import InvalidInput
 from sightline.query.context import QueryContext
 from sightline.query.dates import Range, resolve, step, trunc
-from sightline.query.filters import PERSON_ID, Scope, properties_sql, test_account_filters
+from sightline.query.filters import NULL_SENTINEL, OTHER_SENTINEL, PERSON_ID, Scope, properties_sql, \
+    test_account_filters
 from sightline.query.model import RetentionEntity, RetentionQuery
 
 PERIOD_UNIT = {"Hour": "hour", "Day": "day", "Week": "week", "Month": "month"}
@@ -61,25 +62,36 @@ def build(ctx: QueryContext, q: RetentionQuery):
     base_where = f"e.project_id = {scope.project} AND {global_cond}"
     if index is not None:
         base_where += f" AND nullif(e.group_{index}, '') IS NOT NULL"
+    bf = q.breakdownFilter
+    if bf is not None and bf.breakdown not in (None, "", []):
+        kind = bf.breakdown_type or "event"
+        if kind not in ("event", "person", "group", "session"):
+            raise InvalidInput(f"Retention breakdowns of type {kind!r} are not supported.", attr="breakdown_type")
+        bv = (f"coalesce(nullif({scope.prop(str(bf.breakdown), kind, bf.breakdown_group_type_index)}, ''), "
+              f"{p.add(NULL_SENTINEL, 'null')})")
+    else:
+        bv = "''"
     joins = scope.joins()
     if rf.retentionType == "retention_recurring":
-        starts = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS cohort FROM events e{joins} "
+        starts = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS cohort, {bv} AS bv FROM events e{joins} "
                   f"WHERE {base_where} AND {target} AND e.timestamp >= {start} AND e.timestamp <= {end}")
     else:
         # first time: the actor's first-ever start event decides the cohort (it must be in range)
         first_cond = target
         if rf.retentionType == "retention_first_ever_occurrence" and rf.targetEntity.event:
             first_cond = f"e.event = {p.add(rf.targetEntity.event, 'event')}"
-        starts = (f"SELECT actor, cohort FROM (SELECT {actor} AS actor, "
+        starts = (f"SELECT actor, cohort, bv FROM (SELECT {actor} AS actor, "
                   f"{d.trunc(unit, d.local('min(e.timestamp)', tz), ctx.week_start_monday)} AS cohort, "
+                  f"arg_min({bv}, e.timestamp) AS bv, "
                   f"arg_min({target}, e.timestamp) AS ok FROM events e{joins} WHERE {base_where} AND {first_cond} "
                   f"AND e.timestamp <= {end} GROUP BY 1) "
                   f"WHERE cohort >= timezone({tz}, {start}) AND ok")
-    returns = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS b FROM events e{joins} "
+    returns = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS b, {bv} AS bv FROM events e{joins} "
                f"WHERE {base_where} AND {returning} AND e.timestamp >= {start} AND e.timestamp <= {end}")
     diff = _period_diff(unit, "s.cohort", "r.b")
     ctes = (f"WITH s AS ({starts}), r AS ({returns}), "
-            f"k AS (SELECT s.cohort, s.actor, {diff} AS k FROM s JOIN r ON r.actor = s.actor AND r.b > s.cohort) ")
+            f"k AS (SELECT s.cohort, s.actor, s.bv, {diff} AS k FROM s JOIN r ON r.actor = s.actor "
+            f"AND r.bv = s.bv AND r.b > s.cohort) ")
     return ctes, p, rng, unit
 
 
@@ -87,36 +99,48 @@ def run(ctx: QueryContext, q: RetentionQuery) -> dict:
     rf = q.retentionFilter
     ctes, p, rng, unit = build(ctx, q)
     sql = (ctes +
-           "SELECT cohort, NULL AS k, count(DISTINCT actor) FROM s GROUP BY cohort "
-           "UNION ALL SELECT cohort, k, count(DISTINCT actor) FROM k GROUP BY cohort, k "
-           + ("UNION ALL SELECT cohort, -1 - m, count(*) FROM (SELECT cohort, actor, max(k) AS m FROM k GROUP BY ALL) "
-              "GROUP BY cohort, m" if rf.cumulative else ""))
+           f"SELECT cohort, NULL AS k, bv, count(DISTINCT actor) FROM s GROUP BY cohort, bv "
+           f"UNION ALL SELECT cohort, k, bv, count(DISTINCT actor) FROM k GROUP BY cohort, k, bv "
+           + ("UNION ALL SELECT cohort, -1 - m, bv, count(*) FROM (SELECT cohort, actor, bv, max(k) AS m FROM k "
+              "GROUP BY ALL) GROUP BY cohort, m, bv" if rf.cumulative else ""))
     rows = ctx.execute(sql, p.values)
-    sizes: dict[datetime, int] = {}
-    cells: dict[tuple[datetime, int], int] = {}
-    maxes: dict[tuple[datetime, int], int] = {}
-    for cohort, k, n in rows:
+    sizes: dict[tuple, int] = {}
+    cells: dict[tuple, int] = {}
+    maxes: dict[tuple, int] = {}
+    for cohort, k, bv, n in rows:
         if k is None:
-            sizes[cohort] = int(n)
+            sizes[(cohort, bv)] = int(n)
         elif k < 0:
-            maxes[(cohort, -1 - int(k))] = int(n)
+            maxes[(cohort, bv, -1 - int(k))] = int(n)
         else:
-            cells[(cohort, int(k))] = int(n)
+            cells[(cohort, bv, int(k))] = int(n)
+    values_seen = sorted({bv for (_, bv) in sizes}, key=lambda v: (v == NULL_SENTINEL, -sum(
+        n for (c, b), n in sizes.items() if b == v), str(v)))
+    has_bd = q.breakdownFilter is not None and q.breakdownFilter.breakdown not in (None, "", [])
+    limit = (q.breakdownFilter.breakdown_limit or 25) if has_bd else None
+    groups: dict = {}
+    for i, v in enumerate(values_seen or [""]):
+        key = v if limit is None or i < limit else OTHER_SENTINEL
+        groups.setdefault(key, []).append(v)
     label = {"hour": "Hour", "day": "Day", "week": "Week", "month": "Month"}[unit]
-    results = []
     cohorts = [step(rng.local_from, unit, i) for i in range(rf.totalIntervals)]
-    for i, cohort in enumerate(cohorts):
-        size = sizes.get(cohort, 0)
-        values = []
-        for k in range(rf.totalIntervals):
-            if k == 0:
-                count = size
-            elif i + k >= rf.totalIntervals:
-                count = 0
-            elif rf.cumulative:
-                count = sum(v for (c, m), v in maxes.items() if c == cohort and m >= k)
-            else:
-                count = cells.get((cohort, k), 0)
-            values.append({"count": count, "label": f"{label} {k}"})
-        results.append({"label": f"{label} {i}", "date": cohort.isoformat(), "values": values})
+    results = []
+    for key, members in groups.items():
+        for i, cohort in enumerate(cohorts):
+            size = sum(sizes.get((cohort, v), 0) for v in members)
+            values = []
+            for k in range(rf.totalIntervals):
+                if k == 0:
+                    count = size
+                elif i + k >= rf.totalIntervals:
+                    count = 0
+                elif rf.cumulative:
+                    count = sum(n for (c, b, m), n in maxes.items() if c == cohort and b in members and m >= k)
+                else:
+                    count = sum(cells.get((cohort, v, k), 0) for v in members)
+                values.append({"count": count, "label": f"{label} {k}"})
+            row = {"label": f"{label} {i}", "date": cohort.isoformat(), "values": values}
+            if has_bd:
+                row["breakdown_value"] = key
+            results.append(row)
     return {"results": results, "kind": "RetentionQuery", "timezone": rng.tz.key}

@@ -134,3 +134,16 @@ def test_lifecycle_and_stickiness_match_reference(tmp_path_factory, seed):
     assert got == exp
     counts = [len([x for x in ds if 5 <= x <= 10]) for ds in days.values()]
     assert st_["data"] == [sum(1 for c in counts if c == k) for k in range(1, 7)]
+
+
+def test_retention_breakdown_needs_the_same_value_on_start_and_return(db):
+    db.ingest([{"event": "pv", "distinct_id": u, "timestamp": day(d), "properties": {"plan": plan}}
+               for u, d, plan in [("u1", 1, "pro"), ("u1", 2, "pro"), ("u2", 1, "free"), ("u2", 2, "pro"),
+                                  ("u3", 1, "free"), ("u3", 3, "free")]])
+    res = db.query({"kind": "RetentionQuery", "dateRange": {"date_to": "2024-01-03"},
+                    "retentionFilter": {**RET, "targetEntity": {"id": "pv"}, "returningEntity": {"id": "pv"}},
+                    "breakdownFilter": {"breakdown": "plan"}})["results"]
+    rows = {(r["breakdown_value"], r["date"][:10]): [v["count"] for v in r["values"]] for r in res}
+    assert rows[("pro", "2024-01-01")] == [1, 1, 0]   # u1 came back on a pro event
+    assert rows[("free", "2024-01-01")] == [2, 0, 1]  # u2's return was "pro": not counted; u3 on day 3
+    assert rows[("pro", "2024-01-02")] == [2, 0, 0]
