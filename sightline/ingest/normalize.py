@@ -11,6 +11,7 @@ Everything here is a pure function of its inputs (``now`` is passed in).
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid as _uuid
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ MIN_SENT_AT_MS = 1_609_459_200_000  # 2021-01-01: smaller values are seconds, no
 
 # Events PostHog's capture drops without a word.
 SILENTLY_DROPPED = frozenset({"$performance_event"})
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass(slots=True)
@@ -235,6 +237,8 @@ def normalize_event(raw: Any, *, now: datetime, sent_at: datetime | None) -> Eve
     raw_uuid = raw.get("uuid")
     if raw_uuid in (None, ""):
         event_uuid = uuid7(int(now.timestamp() * 1000))
+    elif isinstance(raw_uuid, str) and _CANONICAL_UUID.fullmatch(raw_uuid):
+        event_uuid = raw_uuid.lower()  # the SDKs' form: no need to parse it
     else:
         try:
             event_uuid = str(_uuid.UUID(str(raw_uuid)))
