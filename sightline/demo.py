@@ -11,11 +11,12 @@ app (``app.acme.io``) use posthog-js; its backend uses posthog-python. The story
   trend, a Product Hunt launch spike, and an hour-of-day curve in each visitor's own time zone.
   Each has a device (browser, OS, device type, screen), a country and an entry source (Google
   organic or ads, newsletter, Twitter, Product Hunt, Hacker News, GitHub, LinkedIn, direct…).
-* Visitor → ``signed_up`` (about 11%, with an ``$identify`` that merges the anonymous id into
-  ``user_<n>``) → ``project_created`` (activation, ~60%) → ``invited_teammate`` (~30%; invitees
-  arrive and sign up into the same company) → ``purchase`` (about 8–12% of sign-ups, ``amount`` and
-  ``revenue`` of 29/99/299 per plan). Conversion depends on source, browser, device and country so
-  that breakdowns are interesting.
+* Visitor → ``signed_up`` (about 11% of new visitors, 13–14% of all counting the invited
+  teammates; an ``$identify`` merges the anonymous id into ``user_<n>``) → ``project_created``
+  (activation, ~60%) → ``invited_teammate`` (~30%; invitees arrive and sign up into the same
+  company) → ``purchase`` (about 8–12% of sign-ups, ``amount`` and ``revenue`` of 29/99/299 per
+  plan). Conversion depends on source, browser, device and country so that breakdowns are
+  interesting.
 * Signed-up users come back on later days with a decaying curve that flattens into a plateau,
   higher for activated users; churned users stop; some paying users send
   ``subscription_cancelled``. Paying users get a monthly ``invoice_paid`` from the backend, and
@@ -93,7 +94,7 @@ DARK_MODE_ROLLOUT = 0.30
 # Traffic volume and seasonality
 # ---------------------------------------------------------------------------------------------
 WEEKDAY_WEIGHTS = (1.00, 1.06, 1.04, 1.00, 0.88, 0.50, 0.56)   # Mon..Sun, visitor arrivals
-GROWTH_PER_DAY = 0.004               # ~ +43% over 90 days
+GROWTH_PER_DAY = 0.005               # ~ +57% over 90 days
 DAILY_NOISE = 0.08                   # lognormal sigma of day-to-day volume noise
 LAUNCH_AT = 0.62                     # Product Hunt launch: this far into the range (a Tuesday)
 LAUNCH_BOOST = (2.4, 1.5, 1.15)      # visitor multiplier on launch day and the days after
@@ -117,9 +118,9 @@ INVITEE_ACTIVATION_RATE = 0.45       # invitees join a project; some also create
 INVITE_RATE_ACTIVATED = 0.50         # -> invited_teammate
 INVITE_RATE_OTHER = 0.06
 INVITE_ACCEPT_RATE = 0.55            # invitee shows up and signs up into the same company
-BILLING_VIEW_ACTIVATED = 0.55        # goes to the checkout meaning to buy (exposure)
+BILLING_VIEW_ACTIVATED = 0.65        # goes to the checkout meaning to buy (exposure)
 BILLING_VIEW_OTHER = 0.05
-PURCHASE_GIVEN_CHECKOUT = 0.36       # control; x CHECKOUT_TEST_LIFT for test
+PURCHASE_GIVEN_CHECKOUT = 0.31       # control; x CHECKOUT_TEST_LIFT for test
 PURCHASE_GIVEN_CHECKOUT_NOT_ACTIVATED = 0.15
 BILLING_REVISIT = 0.30               # non-buyers who come back to the checkout later
 CANCEL_RATE = 0.22                   # paying users that cancel (subscription_cancelled)
@@ -132,7 +133,8 @@ VISIT_P_KEEPER = (0.22, 0.70)        # daily visit probability range (weekday), 
 VISIT_P_CHURNER = (0.30, 0.60)
 WEEKEND_VISIT_FACTOR = 0.30
 FIRST_WEEK_VISIT_BOOST = 1.35
-API_USER_RATE = 0.35                 # activated users who also call the API
+API_USER_RATE = 0.45                 # activated users whose integrations call the API
+API_CALLS_PER_SESSION = (3, 16)      # uniform range of api_request events around a session
 SECOND_DEVICE_RATE = 0.10            # app sessions on another device (login + $identify)
 
 # Session shape
@@ -283,8 +285,8 @@ PYTHON_CONTEXT = {"$python_runtime": "CPython", "$python_version": "3.12.7", "$o
 
 # Calibration of events per visitor (see _calibration): fixed, independent of the caller's seed.
 CAL_SEED = 20_240_101
-CAL_VISITORS_PER_WEEKDAY = 160
-CAL_MAX_DAYS = 180
+CAL_VISITORS_PER_WEEKDAY = 300
+CAL_MAX_DAYS = 120
 RECENT_DAYS = 14                     # the volume controller's memory
 
 # ---------------------------------------------------------------------------------------------
@@ -396,22 +398,25 @@ def _expected_signup_mult() -> float:
 
 _SIGNUP_BASE = SIGNUP_RATE / _expected_signup_mult()
 
-# Pre-rendered autocapture targets: page kind -> [(text, $elements_chain)].
+# Pre-rendered autocapture targets: page kind -> [(text, $elements_chain)]. PostHog's chain
+# format: tag, sorted classes, then the attributes sorted by name; elements innermost first.
 
 
 def _chain(tag: str, classes: str, text: str, href: str | None, parents: str) -> str:
     attrs = f'attr__class="{classes}"' if classes else ""
-    cls = "." + ".".join(classes.split()) if classes else ""
+    cls = "".join("." + c for c in sorted(classes.split()))
     if href:
         attrs += f'attr__href="{href}"href="{href}"'
-    return f'{tag}{cls}:{attrs}nth-child="1"nth-of-type="1"text="{text}";{parents}'
+    text_attr = f'text="{text}"' if text else ""
+    return f'{tag}{cls}:{attrs}nth-child="1"nth-of-type="1"{text_attr};{parents}'
 
 
 _BODY = 'body:nth-child="2"nth-of-type="1"'
 _NAV = f'nav.site-nav:attr__class="site-nav"nth-child="1"nth-of-type="1";{_BODY}'
 _MAIN = f'main.content:attr__class="content"nth-child="2"nth-of-type="1";{_BODY}'
 _SIDEBAR = f'aside.app-sidebar:attr__class="app-sidebar"nth-child="1"nth-of-type="1";{_BODY}'
-_FORM = f'form#signup-form:attr__id="signup-form"nth-child="1"nth-of-type="1";{_MAIN}'
+_FORM = f'form:attr__id="signup-form"attr_id="signup-form"nth-child="1"nth-of-type="1";{_MAIN}'
+_LOGIN_FORM = f'form:attr__id="login-form"attr_id="login-form"nth-child="1"nth-of-type="1";{_MAIN}'
 
 
 def _targets(*specs):
@@ -423,7 +428,8 @@ CLICK_TARGETS = {
     "marketing": _targets(("a", "nav-link", "Pricing", "/pricing", _NAV),
                           ("a", "nav-link", "Docs", "/docs", _NAV),
                           ("a", "nav-link", "Blog", "/blog", _NAV),
-                          ("a", "btn btn-primary", "Get started", "https://app.acme.io/signup", _NAV),
+                          ("a", "btn btn-primary", "Get started", f"https://{APP_HOST}/signup",
+                           _NAV),
                           ("button", "btn btn-secondary", "Watch demo", None, _MAIN)),
     "pricing": _targets(("button", "btn btn-primary plan-cta", "Start free trial", None, _MAIN),
                         ("button", "toggle billing-toggle", "Yearly", None, _MAIN),
@@ -436,7 +442,7 @@ CLICK_TARGETS = {
                      ("a", "sidebar-link", "API reference", "/docs/api/overview", _MAIN)),
     "signup": _targets(("button", "btn btn-primary", "Create account", None, _FORM),
                        ("button", "btn btn-oauth", "Continue with Google", None, _FORM)),
-    "login": _targets(("button", "btn btn-primary", "Log in", None, _FORM),),
+    "login": _targets(("button", "btn btn-primary", "Log in", None, _LOGIN_FORM),),
     "app": _targets(("a", "sidebar-item", "Projects", "/app/projects", _SIDEBAR),
                     ("a", "sidebar-item", "Reports", "/app/reports", _SIDEBAR),
                     ("button", "btn btn-primary", "New project", None, _MAIN),
@@ -1154,7 +1160,8 @@ class _Sim:
         if rnd() < 0.45:
             self.pageleave(tab)
         if u.api_user:
-            self.api_calls(u, ms, 2 + int(rnd() * 10))
+            low, high = API_CALLS_PER_SESSION
+            self.api_calls(u, ms, low + int(rnd() * (high - low + 1)))
         u.last_ms = tab.t
         self.schedule_next(u, max(day, self.day_of(tab.t)))
 
@@ -1236,11 +1243,8 @@ class _Sim:
                 path = {"projects": "/app/projects", "dashboard": "/app/dashboard",
                         "team": "/app/team", "settings": "/app/settings",
                         "billing": "/app/billing", "integrations": "/app/integrations"}[kind]
-                self.pageview(tab, APP_HOST, path)
-                if kind == "billing":         # the checkout component evaluates the flag
-                    self.flag_called(tab, u, EXPERIMENT_FLAG)
-                    u.exposed = True
-                elif rnd() < CLICK_RATE:
+                self.pageview(tab, APP_HOST, path)     # (a look at billing: no checkout)
+                if rnd() < CLICK_RATE:
                     self.click(tab, "settings" if kind == "settings" else "app")
             if rnd() < PAGELEAVE_RATE * 0.5:
                 self.pageleave(tab)
@@ -1582,8 +1586,7 @@ def _generate(n_events: int, seed: int, end: datetime, days: int) -> Iterator[di
     expected = [0.0] * n_buckets                  # expected events per bucket from arrivals so far
     k0 = n_events / future_per_k[0] if future_per_k[0] > 0 else 0.0
 
-    yielded = 0
-    actual = [0] * n_buckets
+    actual = [0] * n_buckets                      # events that happened, per bucket
     slots = sim.slots
     flushed = 0          # slots before this one are final and have been handed out
     yielded = 0
