@@ -6,7 +6,6 @@ store, the identity graph and the group-commit writer of one data directory.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -124,9 +123,6 @@ class Sightline:
             interval = float(os.environ.get("SIGHTLINE_FLUSH_INTERVAL", "1") or 1)
             self._writer = Writer(self.storage, self._load_identity, wal_dir=self.data_dir / "wal",
                                   flush_interval=interval)
-            # The identity graph is a large, long-lived heap: keep the cyclic garbage collector
-            # from walking it again and again (it made the write path several times slower).
-            gc.freeze()
             self._writer.start()
         return self._writer
 
