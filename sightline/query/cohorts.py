@@ -15,14 +15,13 @@ condition on the current person id of an events row (``PERSON_ID``).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from sightline.errors import InvalidInput
 from sightline.flags.cohorts import cohort_property_group
-from sightline.query.dates import add_months
 from sightline.query.filters import PERSON_ID, Scope, filter_sql
 from sightline.query.model import PropertyFilter
 
@@ -33,22 +32,17 @@ EVENTS_PERSON = ("SELECT coalesce(o.override_person_id, e.person_id) AS pid, e.e
 
 
 def _window_start(now: datetime, value: Any, interval: Any) -> datetime:
+    from sightline.flags.properties import relative_date
+
     try:
         n = int(value if value is not None else 30)
     except (TypeError, ValueError):
         raise InvalidInput(f"Cohort time_value must be a number, not {value!r}.", attr="time_value") from None
-    unit = (interval or "day").rstrip("s")
-    if unit == "hour":
-        return now - timedelta(hours=n)
-    if unit == "day":
-        return now - timedelta(days=n)
-    if unit == "week":
-        return now - timedelta(weeks=n)
-    if unit == "month":
-        return add_months(now, -n)
-    if unit == "year":
-        return add_months(now, -12 * n)
-    raise InvalidInput(f"Unknown cohort time_interval {interval!r}.", attr="time_interval")
+    unit = {"hour": "h", "day": "d", "week": "w", "month": "m", "year": "y"}.get((interval or "day").rstrip("s"))
+    start = relative_date(f"-{n}{unit}", now) if unit else None
+    if start is None:
+        raise InvalidInput(f"Unknown cohort time window {value!r} {interval!r}.", attr="time_interval")
+    return start
 
 
 def _behavioral(node: dict, scope: Scope, now: datetime) -> str:

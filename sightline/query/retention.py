@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sightline.errors import InvalidInput
 from sightline.query.context import QueryContext
@@ -99,8 +99,8 @@ def run(ctx: QueryContext, q: RetentionQuery) -> dict:
     rf = q.retentionFilter
     ctes, p, rng, unit = build(ctx, q)
     sql = (ctes +
-           f"SELECT cohort, NULL AS k, bv, count(DISTINCT actor) FROM s GROUP BY cohort, bv "
-           f"UNION ALL SELECT cohort, k, bv, count(DISTINCT actor) FROM k GROUP BY cohort, k, bv "
+           "SELECT cohort, NULL AS k, bv, count(DISTINCT actor) FROM s GROUP BY cohort, bv "
+           "UNION ALL SELECT cohort, k, bv, count(DISTINCT actor) FROM k GROUP BY cohort, k, bv "
            + ("UNION ALL SELECT cohort, -1 - m, bv, count(*) FROM (SELECT cohort, actor, bv, max(k) AS m FROM k "
               "GROUP BY ALL) GROUP BY cohort, m, bv" if rf.cumulative else ""))
     rows = ctx.execute(sql, p.values)

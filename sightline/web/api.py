@@ -70,19 +70,14 @@ async def person(request: Request) -> Response:
 async def query(request: Request) -> Response:
     """`POST /api/projects/<id>/query/` with `{"query": {...}}`: every insight kind and SQL."""
     from sightline.query.runner import run_query
-    from sightline.web.http import read_body
-    import orjson
+    from sightline.web.http import read_json_object
 
     try:
         require_api_key(request)
         core = request.app.state.core
         project = core.resolve_project(request.path_params["project_id"])
-        body = await read_body(request, core.settings.max_body_bytes)
-        try:
-            payload = orjson.loads(body or b"{}")
-        except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"The body is not JSON: {exc}", code="invalid_json") from None
-        if not isinstance(payload, dict) or "query" not in payload:
+        payload = await read_json_object(request, core.settings.max_body_bytes)
+        if "query" not in payload:
             raise InvalidInput('Send {"query": {"kind": ..., ...}}.', code="invalid_query")
         result = await run_in_threadpool(run_query, core, payload["query"], project_id=project.id)
     except SightlineError as exc:
@@ -101,24 +96,16 @@ def project_json(project) -> dict:
 
 async def project(request: Request) -> Response:
     """`GET/PATCH /api/projects/<id>/`: name, time zone and query settings."""
-    import orjson
-
     from sightline.query.dates import zone
     from sightline.query.model import PropertyFilter
-    from sightline.web.http import read_body
+    from sightline.web.http import read_json_object
 
     try:
         require_api_key(request)
         core = request.app.state.core
         proj = core.resolve_project(request.path_params["project_id"])
         if request.method == "PATCH":
-            body = await read_body(request, core.settings.max_body_bytes)
-            try:
-                payload = orjson.loads(body or b"{}")
-            except orjson.JSONDecodeError as exc:
-                raise InvalidInput(f"The body is not JSON: {exc}", code="invalid_json") from None
-            if not isinstance(payload, dict):
-                raise InvalidInput("The body must be a JSON object.", code="invalid_json")
+            payload = await read_json_object(request, core.settings.max_body_bytes)
             unknown = set(payload) - PROJECT_SETTINGS - {"name", "timezone"}
             if unknown:
                 raise InvalidInput(f"Unknown project fields: {', '.join(sorted(unknown))}.", attr=sorted(unknown)[0])

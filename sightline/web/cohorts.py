@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from sightline.errors import InvalidInput, SightlineError
 from sightline.query import cohorts as service
-from sightline.web.http import error_response, json_response, read_body, require_api_key
+from sightline.web.http import error_response, json_response, read_body, read_json_object, require_api_key
 
 
 async def _body(request: Request) -> dict:
-    raw = await read_body(request, request.app.state.core.settings.max_body_bytes)
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("text/csv"):
-        return {"csv": raw.decode("utf-8", "replace")}
-    try:
-        payload = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"The body is not JSON: {exc}", code="invalid_json") from None
-    if not isinstance(payload, dict):
-        raise InvalidInput("The body must be a JSON object.", code="invalid_json")
-    return payload
+    limit = request.app.state.core.settings.max_body_bytes
+    if request.headers.get("content-type", "").startswith("text/csv"):
+        return {"csv": (await read_body(request, limit)).decode("utf-8", "replace")}
+    return await read_json_object(request, limit)
 
 
 def _ids(request: Request):

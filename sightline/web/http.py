@@ -37,6 +37,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def read_json_object(request: Request, limit: int) -> dict:
+    """The request body as a JSON object (an empty body is ``{}``), or a 400 that says why."""
+    import orjson
+
+    from sightline.errors import InvalidInput
+
+    body = await read_body(request, limit)
+    try:
+        payload = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"The body is not JSON: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput("The body must be a JSON object.", code="invalid_json")
+    return payload
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
