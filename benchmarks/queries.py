@@ -622,7 +622,7 @@ def run_size(root: Path, events: int, persons: int, args) -> dict:
     return {"events": events, "persons": persons, "prep": prep, "queries": q, "chdb": ch}
 
 
-def print_table(runs: list[dict], args) -> None:
+def print_table(runs: list[dict], args, version: str = "") -> None:
     names = [n for n, *_ in queries(args.days)]
     sizes = [f"{r['events'] / 1e6:g}M" if r["events"] >= 1e6 else f"{r['events'] / 1e3:g}k" for r in runs]
     head = f"{'':<32}" + "".join(f"{s + ' median':>14}{s + ' p90':>12}" for s in sizes)
@@ -630,7 +630,7 @@ def print_table(runs: list[dict], args) -> None:
     if growth:
         head += f"{'growth ' + sizes[-1] + '/' + sizes[0]:>16}"
     lines = ["", "=" * len(head), f"Summary (ms; {args.repeat} runs after one warm-up; "
-                                   f"{os.cpu_count()} CPUs, Python {platform.python_version()})", head,
+                                   f"{os.cpu_count()} CPUs, Python {platform.python_version()}; code {version})", head,
              "-" * len(head)]
 
     def row(label, values, ratio_from=None):
@@ -667,6 +667,20 @@ def print_table(runs: list[dict], args) -> None:
     _say("\n".join(lines))
 
 
+def code_version() -> str:
+    """The commit measured, and whether sightline/ has uncommitted changes (figures depend on both)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sightline"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + (" + uncommitted changes in sightline/" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Insight query latency over synthetic data (see the module docstring).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -701,13 +715,14 @@ def main(argv: list[str] | None = None) -> int:
         temp = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
         root = temp
     root.mkdir(parents=True, exist_ok=True)
+    version = code_version()
     _say(f"sightline query benchmark: sizes {', '.join(f'{n:,}' for n, _ in plan)}; {args.days} days from "
-         f"{START.date()}; repeat {args.repeat}; {os.cpu_count()} CPUs; data under {root}")
+         f"{START.date()}; repeat {args.repeat}; {os.cpu_count()} CPUs; data under {root}; code {version}")
     try:
         runs = [run_size(root, n, persons, args) for n, persons in plan]
-        print_table(runs, args)
+        print_table(runs, args, version)
         if args.json:
-            args.json.write_text(json.dumps(runs, indent=2, default=str))
+            args.json.write_text(json.dumps({"code": version, "runs": runs}, indent=2, default=str))
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
