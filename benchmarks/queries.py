@@ -491,10 +491,10 @@ def explain_analyze(core, name: str, sql: str, params: dict) -> str:
     total = qinfo.get("total_time") or 0.0
     cpu = qinfo.get("cpu_time") or total     # operator timings add up the threads: compare with CPU time
     lines = [f"\n--- SQL of {name} ---", sql, f"--- parameters --- {used}",
-             f"--- EXPLAIN ANALYZE: {total * 1000:,.0f} ms wall, {qinfo.get('cpu_time', 0) * 1000:,.0f} ms CPU, "
-             f"{qinfo.get('total_rows_scanned', 0):,} rows scanned, peak buffer memory "
-             f"{system.get('peak_buffer_memory', 0) / 1e6:,.0f} MB (operators >= 1% of the CPU time; "
-             f"an operator's own time, summed over threads) ---"]
+             (f"--- EXPLAIN ANALYZE: {total * 1000:,.0f} ms wall, {qinfo.get('cpu_time', 0) * 1000:,.0f} ms CPU, "
+              f"{qinfo.get('total_rows_scanned', 0):,} rows scanned, peak buffer memory "
+              f"{system.get('peak_buffer_memory', 0) / 1e6:,.0f} MB (operators >= 1% of the CPU time; "
+              f"an operator's own time, summed over threads) ---")]
     keys = ("Function", "Table", "Projections", "Conditions", "Join Type", "Expression", "Groups", "Aggregates")
 
     def walk(node, depth):
@@ -629,9 +629,9 @@ def print_table(runs: list[dict], args, version: str = "") -> None:
     growth = len(runs) > 1
     if growth:
         head += f"{'growth ' + sizes[-1] + '/' + sizes[0]:>16}"
-    lines = ["", "=" * len(head), f"Summary (ms; {args.repeat} runs after one warm-up; "
-                                   f"{os.cpu_count()} CPUs, Python {platform.python_version()}; code {version})", head,
-             "-" * len(head)]
+    title = (f"Summary (ms; {args.repeat} runs after one warm-up; {os.cpu_count()} CPUs, "
+             f"Python {platform.python_version()}; code {version})")
+    lines = ["", "=" * len(head), title, head, "-" * len(head)]
 
     def row(label, values, ratio_from=None):
         line = f"{label:<32}" + "".join(f"{_fmt_ms(m):>14}{_fmt_ms(p):>12}" for m, p in values)
@@ -673,9 +673,9 @@ def code_version() -> str:
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+                              text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "sightline"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + (" + uncommitted changes in sightline/" if dirty else "")
