@@ -141,8 +141,12 @@ class FunnelSQL:
         else:
             ctes.append("ev0 AS (SELECT raw.*, NULL AS bv_key FROM raw)")
         part = part.replace("bv_key", "bk")
-        ctes.append(f"ev AS (SELECT *, row_number() OVER (PARTITION BY {part} ORDER BY ts, first_step, uuid) AS q "
-                    f"FROM (SELECT * EXCLUDE (bv_key), coalesce(CAST(bv_key AS VARCHAR), '') AS bk FROM ev0))")
+        # one sort of the actor's events gives both the sequence number and, for pruning starts,
+        # whether the next event is another start (s2 is s1 for one-step inputs that never prune)
+        nxt_start = "lead(s1 AND NOT s2) OVER w" if n > 1 else "false"
+        ctes.append(f"ev AS (SELECT *, row_number() OVER w AS q, {nxt_start} AS dominated "
+                    f"FROM (SELECT * EXCLUDE (bv_key), coalesce(CAST(bv_key AS VARCHAR), '') AS bk FROM ev0) "
+                    f"WINDOW w AS (PARTITION BY {part} ORDER BY ts, first_step, uuid))")
         on = "c.actor = n.actor" + (" AND c.bk = n.bk" if part != "actor" else "")
         if self.order == "unordered":
             return self._unordered(ctes, part)
@@ -161,9 +165,7 @@ class FunnelSQL:
             # A start followed by another start (that is not also step 2) can never beat it: the
             # later one sees the same events with more window left. Dropping them keeps the joins
             # small when step 1 is a frequent event such as $pageview.
-            ctes.append(f"c1 AS (SELECT actor, bk, q AS q1, ts AS t1 FROM (SELECT *, lead(s1 AND NOT s2) OVER "
-                        f"(PARTITION BY {part} ORDER BY q) AS dominated FROM ev) "
-                        f"WHERE s1 AND NOT coalesce(dominated, false))")
+            ctes.append("c1 AS (SELECT actor, bk, q AS q1, ts AS t1 FROM ev WHERE s1 AND NOT coalesce(dominated, false))")
         for k in range(2, n + 1):
             extra = f", nx{k}" if strict and k < n else ""
             ctes.append(f"s{k}_ AS (SELECT actor, bk, q, ts{extra} FROM {src} WHERE s{k})")
