@@ -103,6 +103,10 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
         click.echo("  Secret API key: created earlier (make a new one with `sightline keys create`)")
     click.echo(f"  posthog.init('{info.project.api_token}', {{api_host: '{url}'}})")
     app = create_app(core)
+    from sightline.ops import control
+
+    # CLI commands reach this process through <data>/run (the DuckDB file is ours while we run)
+    app.state.control_token = control.announce(data_dir, f"http://{_connect_host(host)}:{port}")
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=15, server_header=False,
                             log_config=None)
@@ -110,8 +114,20 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
     # queued and checkpoints), then re-raises the signal: make that a clean exit.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sys.exit(0))
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        control.retire(data_dir)
     click.echo("Sightline stopped; all acknowledged events are on disk.")
+
+
+def _connect_host(host: str) -> str:
+    """Where a local client reaches a server listening on ``host``."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 @main.group()

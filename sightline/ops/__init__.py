@@ -1,0 +1,1 @@
+"""Operations: the control channel to a running server, backups, migrations, pruning, doctor."""
