@@ -123,6 +123,12 @@ class IngestLog:
             if seg < position[0] and seg != self.segment:
                 self._path(seg).unlink(missing_ok=True)
 
+    def purge(self) -> None:
+        """Start a new segment and delete every older one. Only when the store holds every
+        record (the writer checks): used after deletions so no removed data stays in the log."""
+        self._rotate()
+        self.release(self.position)
+
     def close(self) -> None:
         try:
             self.sync()

@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pyarrow as pa
 
@@ -80,6 +80,7 @@ class _Job:
     fn: Callable
     future: Future
     bulk: bool = True
+    exclusive: bool = False
 
 
 _STOP = object()
@@ -246,6 +247,19 @@ class Writer:
     def run_job(self, fn: Callable, *, bulk: bool = True) -> int:
         return self.submit_job(fn, bulk=bulk).result()
 
+    def run_exclusive(self, fn: Callable[[IdentityState], Any], *, purge_log: bool = False) -> Any:
+        """Run ``fn(identity)`` in the writer thread with the store to itself: everything logged
+        before is stored first, and nothing is logged or stored until ``fn`` returns. For
+        maintenance that changes stored data (deletions, unmerges, pruning, backups). ``fn`` may
+        change ``identity`` in place; if it raises, the identity is reloaded from the store.
+        ``purge_log`` deletes the ingestion log's old segments afterwards (they may hold data
+        ``fn`` removed). Returns what ``fn`` returns."""
+        future: Future = Future()
+        if not self._running:
+            raise Unavailable("Sightline is shutting down.")
+        self._queue.put(_Job(lambda identity, _changes: (fn(identity), purge_log), future, exclusive=True))
+        return future.result()
+
     def sync(self, timeout: float | None = 60) -> None:
         """Return once everything acknowledged so far is in the store (read-your-writes)."""
         with self._cond:
@@ -411,6 +425,13 @@ class Writer:
             with self._cond:  # every logged group must be acknowledged, then stored, before the job
                 self._cond.wait_for(lambda: self._acked >= self._logged)
             self.sync(timeout=None)
+            if job.exclusive:
+                result, purge_log = job.fn(self.identity, None)
+                if purge_log:
+                    with self._log_lock:
+                        self.log.purge()
+                job.future.set_result(result)
+                return
             changes = Changes()
             table = job.fn(self.identity, changes)
             if job.bulk:
@@ -418,9 +439,12 @@ class Writer:
             else:
                 self.storage.append(table, change_rows(changes))
         except Exception as exc:
+            self.identity = self._identity_loader()
+            if job.exclusive:  # maintenance: the caller gets its own error
+                job.future.set_exception(exc)
+                return
             log.exception("bulk write failed")
             self.stats.failures += 1
-            self.identity = self._identity_loader()
             job.future.set_exception(exc if isinstance(exc, Unavailable) else
                                      Unavailable(f"Storing events failed: {exc}", code="storage_error"))
             return

@@ -44,3 +44,20 @@ def test_a_stale_server_file_is_ignored(tmp_path):
     (run / "server.json").write_text(json.dumps({"pid": 2 ** 22 + 12345, "url": "http://127.0.0.1:9"}))
     (run / "control-token").write_text("phx_control_x")
     assert control.running_server(tmp_path, wait_s=0) is None
+
+
+def test_exclusive_jobs_see_everything_stored_and_may_purge_the_log(tmp_path):
+    import sightline
+
+    with sightline.open(tmp_path / "d") as core:
+        core.capture("e1", "u1")
+        before = sorted((tmp_path / "d" / "wal").glob("*.log"))
+        seen = core.writer.run_exclusive(
+            lambda identity: core.storage.execute("SELECT count(*) FROM events").rows[0][0], purge_log=True)
+        assert seen == 1
+        after = sorted((tmp_path / "d" / "wal").glob("*.log"))
+        assert after and after[0].name > before[-1].name  # old segments are gone
+        with pytest.raises(KeyError):
+            core.writer.run_exclusive(lambda identity: {}["missing"])
+        core.capture("e2", "u1")  # the writer still works after a failed job
+        assert core.storage.execute("SELECT count(*) FROM events").rows[0][0] == 2
