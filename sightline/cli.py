@@ -103,6 +103,11 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
         click.echo("  Secret API key: created earlier (make a new one with `sightline keys create`)")
     click.echo(f"  posthog.init('{info.project.api_token}', {{api_host: '{url}'}})")
     app = create_app(core)
+    if app.state.setup_code:
+        click.echo(f"  Web app: open {url}/ to create the owner account (from this machine), or from elsewhere "
+                   f"with the one-time setup code {app.state.setup_code}")
+    else:
+        click.echo(f"  Web app: {url}/")
     from sightline.ops import control
 
     # CLI commands reach this process through <data>/run (the DuckDB file is ours while we run)
@@ -381,9 +386,72 @@ def _cell(v) -> str:
     return str(v)
 
 
+@main.group()
+def users() -> None:
+    """Accounts of the web app (works while the server runs)."""
+
+
+@users.command("create")
+@DATA_DIR
+@click.option("--email", prompt=True, help="The account's email (its sign-in name).")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="At least 8 characters (prompted, hidden, when not given).")
+@click.option("--role", type=click.Choice(["owner", "admin", "member"]), default=None,
+              help="Default: owner for the first account, member after that.")
+def users_create(data_dir: Path, email: str, password: str, role: str | None) -> None:
+    """Create a web app account (the first one is the owner)."""
+    from sightline.web.ui.auth import create_user
+
+    meta = _meta(data_dir)
+    try:
+        user_id = create_user(meta, email, password, role or ("owner" if meta.count_users() == 0 else "member"))
+    except SightlineError as exc:
+        meta.close()
+        _fail(exc)
+    role = next(u["role"] for u in meta.user_rows() if u["id"] == user_id)
+    meta.close()
+    click.echo(f"Created {role} {email} (id {user_id}).")
+
+
+@users.command("list")
+@DATA_DIR
+def users_list(data_dir: Path) -> None:
+    """List the web app's accounts."""
+    meta = _meta(data_dir)
+    for u in meta.user_rows():
+        click.echo(f"{u['id']:>5}  {u['role']:<7} {u['email']}  last sign-in: {u['last_login_at'] or 'never'}")
+    meta.close()
+
+
+@users.command("set-password")
+@DATA_DIR
+@click.option("--email", prompt=True, help="The account's email.")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="The new password.")
+def users_set_password(data_dir: Path, email: str, password: str) -> None:
+    """Change an account's password (signs its sessions out)."""
+    from sightline.web.ui.auth import hash_password, validate_credentials
+
+    meta = _meta(data_dir)
+    user = meta.user_by_email(email)
+    try:
+        if user is None:
+            raise SightlineError(f"No account with the email {email}.")
+        validate_credentials(email, password)
+    except SightlineError as exc:
+        meta.close()
+        _fail(exc)
+    meta.set_user_password(user["id"], hash_password(password))
+    meta.close()
+    click.echo(f"Changed the password of {email}.")
+
+
 from sightline.flags.cli import flags_group  # noqa: E402
 
 main.add_command(flags_group)
+
+from sightline.experiments.cli import experiments_group  # noqa: E402
+
+main.add_command(experiments_group)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -87,6 +87,53 @@ SCHEMA = [
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     )""",
+    # -- the web app (sightline.web.ui): accounts, sessions, saved insights and dashboards
+    """CREATE TABLE IF NOT EXISTS users (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'member',
+        created_at TEXT NOT NULL,
+        last_login_at TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS insights (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        short_id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        query TEXT NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        created_by TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS dashboards (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        filters TEXT NOT NULL DEFAULT '{}',
+        pinned INTEGER NOT NULL DEFAULT 0,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        created_by TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS dashboard_tiles (
+        id INTEGER PRIMARY KEY,
+        dashboard_id INTEGER NOT NULL,
+        insight_id INTEGER NOT NULL,
+        position INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (dashboard_id, insight_id)
+    )""",
 ]
 
 
@@ -380,6 +427,197 @@ class MetaStore:
                 "INSERT OR IGNORE INTO flag_hash_key_overrides (project_id, distinct_id, flag_key, "
                 "hash_key) VALUES (?, ?, ?, ?)",
                 [(project_id, d, k, v) for d in distinct_ids for k, v in overrides.items()])
+
+    # -- the web app: users, sessions, insights, dashboards (owned by sightline.web.ui) -------
+    def create_user(self, email: str, password_hash: str, role: str = "member") -> int:
+        with self._lock:
+            cur = self._con.execute("INSERT INTO users (email, password_hash, role, created_at) "
+                                    "VALUES (?, ?, ?, ?)",
+                                    (email, password_hash, role, datetime.now(UTC).isoformat()))
+        return cur.lastrowid
+
+    def count_users(self) -> int:
+        with self._lock:
+            return self._con.execute("SELECT count(*) FROM users").fetchone()[0]
+
+    def user_rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._con.execute("SELECT id, email, role, created_at, last_login_at FROM users "
+                                     "ORDER BY id").fetchall()
+        return [{"id": r[0], "email": r[1], "role": r[2], "created_at": r[3], "last_login_at": r[4]}
+                for r in rows]
+
+    def user_by_email(self, email: str) -> dict[str, Any] | None:
+        with self._lock:
+            r = self._con.execute("SELECT id, email, role, password_hash FROM users WHERE email = ?",
+                                  (email,)).fetchone()
+        return {"id": r[0], "email": r[1], "role": r[2], "password_hash": r[3]} if r else None
+
+    def set_user_password(self, user_id: int, password_hash: str) -> None:
+        with self._lock:
+            self._con.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+            self._con.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    def create_session(self, token_hash: str, user_id: int, csrf_token: str, expires_at: str) -> None:
+        now = datetime.now(UTC).isoformat()
+        with self._lock:
+            self._con.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            self._con.execute("INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, "
+                              "expires_at) VALUES (?, ?, ?, ?, ?)",
+                              (token_hash, user_id, csrf_token, now, expires_at))
+            self._con.execute("UPDATE users SET last_login_at = ? WHERE id = ?", (now, user_id))
+
+    def session(self, token_hash: str) -> dict[str, Any] | None:
+        """The live session with this token hash and its user, or None (missing or expired)."""
+        with self._lock:
+            r = self._con.execute(
+                "SELECT s.user_id, s.csrf_token, s.expires_at, u.email, u.role FROM sessions s "
+                "JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
+                (token_hash, datetime.now(UTC).isoformat())).fetchone()
+        if r is None:
+            return None
+        return {"user_id": r[0], "csrf_token": r[1], "expires_at": r[2], "email": r[3], "role": r[4]}
+
+    def delete_session(self, token_hash: str) -> None:
+        with self._lock:
+            self._con.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+    _INSIGHT_COLUMNS = "id, project_id, short_id, name, description, query, created_at, created_by, updated_at"
+
+    def _insight_row(self, r: tuple) -> dict[str, Any]:
+        with self._lock:
+            dashboards = [d[0] for d in self._con.execute(
+                "SELECT t.dashboard_id FROM dashboard_tiles t JOIN dashboards d ON d.id = t.dashboard_id "
+                "WHERE t.insight_id = ? AND d.deleted = 0 ORDER BY t.dashboard_id", (r[0],)).fetchall()]
+        return {"id": r[0], "project_id": r[1], "short_id": r[2], "name": r[3], "description": r[4],
+                "query": orjson.loads(r[5]), "created_at": r[6], "created_by": r[7], "updated_at": r[8],
+                "dashboards": dashboards}
+
+    def insight_rows(self, project_id: int, *, search: str | None = None, limit: int = 100,
+                     offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        where = "project_id = ? AND deleted = 0"
+        args: list[Any] = [project_id]
+        if search:
+            where += " AND instr(lower(name), lower(?)) > 0"
+            args.append(search)
+        with self._lock:
+            total = self._con.execute(f"SELECT count(*) FROM insights WHERE {where}", args).fetchone()[0]
+            rows = self._con.execute(f"SELECT {self._INSIGHT_COLUMNS} FROM insights WHERE {where} "
+                                     "ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?",
+                                     [*args, limit, offset]).fetchall()
+        return [self._insight_row(r) for r in rows], total
+
+    def insight_row(self, project_id: int, insight_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            r = self._con.execute(f"SELECT {self._INSIGHT_COLUMNS} FROM insights WHERE project_id = ? "
+                                  "AND id = ? AND deleted = 0", (project_id, insight_id)).fetchone()
+        return self._insight_row(r) if r else None
+
+    def create_insight(self, project_id: int, name: str, query: dict, *, description: str = "",
+                       created_by: str | None = None) -> int:
+        now = datetime.now(UTC).isoformat()
+        with self._lock:
+            cur = self._con.execute(
+                "INSERT INTO insights (project_id, short_id, name, description, query, created_at, "
+                "created_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (project_id, secrets.token_urlsafe(6), name, description, orjson.dumps(query).decode(),
+                 now, created_by, now))
+        return cur.lastrowid
+
+    def update_insight(self, insight_id: int, *, name: str | None = None, description: str | None = None,
+                       query: dict | None = None, deleted: bool | None = None) -> None:
+        sets, args = ["updated_at = ?"], [datetime.now(UTC).isoformat()]
+        for col, value in (("name", name), ("description", description),
+                           ("query", orjson.dumps(query).decode() if query is not None else None),
+                           ("deleted", int(deleted) if deleted is not None else None)):
+            if value is not None:
+                sets.append(f"{col} = ?")
+                args.append(value)
+        with self._lock:
+            self._con.execute(f"UPDATE insights SET {', '.join(sets)} WHERE id = ?", [*args, insight_id])
+
+    def set_insight_dashboards(self, insight_id: int, dashboard_ids: list[int]) -> None:
+        """Make ``insight_id`` a tile of exactly these dashboards (new tiles go last)."""
+        with self._transaction() as con:
+            con.execute("DELETE FROM dashboard_tiles WHERE insight_id = ? AND dashboard_id NOT IN "
+                        f"({','.join('?' * len(dashboard_ids)) or 'NULL'})", (insight_id, *dashboard_ids))
+            for did in dashboard_ids:
+                con.execute("INSERT OR IGNORE INTO dashboard_tiles (dashboard_id, insight_id, position) "
+                            "SELECT ?, ?, coalesce(max(position) + 1, 0) FROM dashboard_tiles "
+                            "WHERE dashboard_id = ?", (did, insight_id, did))
+
+    _DASHBOARD_COLUMNS = "id, project_id, name, description, filters, pinned, created_at, created_by, updated_at"
+
+    @staticmethod
+    def _dashboard_row(r: tuple) -> dict[str, Any]:
+        return {"id": r[0], "project_id": r[1], "name": r[2], "description": r[3],
+                "filters": orjson.loads(r[4]), "pinned": bool(r[5]), "created_at": r[6],
+                "created_by": r[7], "updated_at": r[8]}
+
+    def dashboard_rows(self, project_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._con.execute(f"SELECT {self._DASHBOARD_COLUMNS} FROM dashboards WHERE project_id = ? "
+                                     "AND deleted = 0 ORDER BY pinned DESC, id", (project_id,)).fetchall()
+        return [self._dashboard_row(r) for r in rows]
+
+    def dashboard_row(self, project_id: int, dashboard_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            r = self._con.execute(f"SELECT {self._DASHBOARD_COLUMNS} FROM dashboards WHERE project_id = ? "
+                                  "AND id = ? AND deleted = 0", (project_id, dashboard_id)).fetchone()
+        return self._dashboard_row(r) if r else None
+
+    def dashboards_ever_created(self, project_id: int) -> bool:
+        """Whether the project has (or had: deleted ones count) any dashboard."""
+        with self._lock:
+            return self._con.execute("SELECT count(*) FROM dashboards WHERE project_id = ?",
+                                     (project_id,)).fetchone()[0] > 0
+
+    def create_dashboard(self, project_id: int, name: str, *, description: str = "",
+                         filters: dict | None = None, pinned: bool = False,
+                         created_by: str | None = None) -> int:
+        now = datetime.now(UTC).isoformat()
+        with self._lock:
+            cur = self._con.execute(
+                "INSERT INTO dashboards (project_id, name, description, filters, pinned, created_at, "
+                "created_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (project_id, name, description, orjson.dumps(filters or {}).decode(), int(pinned), now,
+                 created_by, now))
+        return cur.lastrowid
+
+    def update_dashboard(self, dashboard_id: int, *, name: str | None = None, description: str | None = None,
+                         filters: dict | None = None, pinned: bool | None = None,
+                         deleted: bool | None = None) -> None:
+        sets, args = ["updated_at = ?"], [datetime.now(UTC).isoformat()]
+        for col, value in (("name", name), ("description", description),
+                           ("filters", orjson.dumps(filters).decode() if filters is not None else None),
+                           ("pinned", int(pinned) if pinned is not None else None),
+                           ("deleted", int(deleted) if deleted is not None else None)):
+            if value is not None:
+                sets.append(f"{col} = ?")
+                args.append(value)
+        with self._lock:
+            self._con.execute(f"UPDATE dashboards SET {', '.join(sets)} WHERE id = ?", [*args, dashboard_id])
+
+    def dashboard_tiles(self, dashboard_id: int) -> list[dict[str, Any]]:
+        """The live insights on a dashboard, in tile order: ``{"id", "position", "insight"}``."""
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT t.id, t.position, {', '.join('i.' + c.strip() for c in self._INSIGHT_COLUMNS.split(','))} "
+                "FROM dashboard_tiles t JOIN insights i ON i.id = t.insight_id "
+                "WHERE t.dashboard_id = ? AND i.deleted = 0 ORDER BY t.position, t.id",
+                (dashboard_id,)).fetchall()
+        return [{"id": r[0], "position": r[1], "insight": self._insight_row(r[2:])} for r in rows]
+
+    def reorder_dashboard_tiles(self, dashboard_id: int, insight_ids: list[int]) -> None:
+        with self._transaction() as con:
+            for pos, iid in enumerate(insight_ids):
+                con.execute("UPDATE dashboard_tiles SET position = ? WHERE dashboard_id = ? AND insight_id = ?",
+                            (pos, dashboard_id, iid))
+
+    def remove_dashboard_tile(self, dashboard_id: int, insight_id: int) -> None:
+        with self._lock:
+            self._con.execute("DELETE FROM dashboard_tiles WHERE dashboard_id = ? AND insight_id = ?",
+                              (dashboard_id, insight_id))
 
     def close(self) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from sightline.errors import SightlineError
 from sightline.flags import http as flags_http
 from sightline.web import api, capture, cohorts, sdk
 from sightline.web.http import CORSMiddleware, error_response, json_response, require_api_key
+from sightline.web.ui import routes as ui_routes
 
 log = logging.getLogger("sightline.web")
 
@@ -89,6 +90,9 @@ def routes() -> list[Route]:
     out.append(Route(base + "/cohorts/{cohort_id}/", cohorts.item, methods=["GET", "PATCH", "DELETE"]))
     out.append(Route(base + "/cohorts/{cohort_id}/persons/", cohorts.persons, methods=["GET"]))
     out.append(Route(base + "/query", api.query, methods=["POST"]))
+    out += ui_routes.api_routes()  # web app: sign-in, autocomplete, insights, dashboards
+    # keep last: `/`, /static and the single-page app's fallback for UI paths
+    out += ui_routes.page_routes()
     return out
 
 
@@ -111,5 +115,6 @@ def create_app(core: Sightline) -> Starlette:
                     exception_handlers={404: not_found, 405: method_not_allowed})
     app.state.core = core
     app.state.flags = core.flags
+    ui_routes.install(app)  # web app state: setup code, login limiter, assets, default dashboard
     app.add_middleware(CORSMiddleware)
     return app

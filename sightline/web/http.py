@@ -63,9 +63,14 @@ def bearer_token(request: Request) -> str | None:
 
 
 def require_api_key(request: Request) -> None:
-    """Every read or configuration endpoint needs a secret personal API key."""
+    """Every read or configuration endpoint needs a secret personal API key, or the web app's
+    session cookie (with its CSRF header on POST/PATCH/DELETE; see ``sightline.web.ui.auth``)."""
     token = bearer_token(request)
     if token is None:
+        from sightline.web.ui.auth import check_session
+
+        if check_session(request) is not None:
+            return
         raise AuthenticationFailed(
             "This endpoint needs a secret API key: send `Authorization: Bearer <key>`. "
             "Project tokens can only send events.", code="not_authenticated")
