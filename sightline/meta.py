@@ -134,6 +134,35 @@ SCHEMA = [
         position INTEGER NOT NULL DEFAULT 0,
         UNIQUE (dashboard_id, insight_id)
     )""",
+    # -- experiments (sightline.experiments): definitions are JSON documents, versioned and audited
+    """CREATE TABLE IF NOT EXISTS experiments (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        feature_flag_key TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'draft',
+        deleted INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL DEFAULT 1,
+        data TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT,
+        updated_at TEXT NOT NULL,
+        updated_by TEXT
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS experiments_live_flag ON experiments (project_id, feature_flag_key) "
+    "WHERE deleted = 0",
+    """CREATE TABLE IF NOT EXISTS experiment_activity (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        experiment_id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT,
+        at TEXT NOT NULL,
+        before TEXT,
+        after TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS experiment_activity_exp ON experiment_activity (experiment_id, id)",
 ]
 
 
@@ -618,6 +647,77 @@ class MetaStore:
         with self._lock:
             self._con.execute("DELETE FROM dashboard_tiles WHERE dashboard_id = ? AND insight_id = ?",
                               (dashboard_id, insight_id))
+
+    # -- experiments (owned by sightline.experiments) ---------------------------------------
+    _EXPERIMENT_COLUMNS = ("id, project_id, name, feature_flag_key, status, deleted, version, data, created_at, "
+                           "created_by, updated_at, updated_by")
+
+    @staticmethod
+    def _experiment_row(r: tuple) -> dict[str, Any]:
+        return {"id": r[0], "project_id": r[1], "name": r[2], "feature_flag_key": r[3], "status": r[4],
+                "deleted": bool(r[5]), "version": r[6], "data": orjson.loads(r[7]), "created_at": r[8],
+                "created_by": r[9], "updated_at": r[10], "updated_by": r[11]}
+
+    def experiment_rows(self, project_id: int, include_deleted: bool = False) -> list[dict[str, Any]]:
+        sql = f"SELECT {self._EXPERIMENT_COLUMNS} FROM experiments WHERE project_id = ?"
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        with self._lock:
+            rows = self._con.execute(sql + " ORDER BY id", (project_id,)).fetchall()
+        return [self._experiment_row(r) for r in rows]
+
+    def experiment_row(self, project_id: int, experiment_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            r = self._con.execute(f"SELECT {self._EXPERIMENT_COLUMNS} FROM experiments "
+                                  "WHERE project_id = ? AND id = ?", (project_id, experiment_id)).fetchone()
+        return self._experiment_row(r) if r else None
+
+    def insert_experiment(self, project_id: int, *, name: str, feature_flag_key: str, status: str,
+                          data: dict, actor: str | None) -> int:
+        """Store a new experiment (version 1) and its 'created' activity in one transaction."""
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as con:
+            cur = con.execute(
+                "INSERT INTO experiments (project_id, name, feature_flag_key, status, deleted, version, data, "
+                "created_at, created_by, updated_at, updated_by) VALUES (?, ?, ?, ?, 0, 1, ?, ?, ?, ?, ?)",
+                (project_id, name, feature_flag_key, status, orjson.dumps(data).decode(), now, actor, now, actor))
+            exp_id = cur.lastrowid
+            after = {"id": exp_id, "name": name, "feature_flag_key": feature_flag_key, "status": status, **data}
+            con.execute("INSERT INTO experiment_activity (project_id, experiment_id, version, action, actor, at, "
+                        "before, after) VALUES (?, ?, 1, 'created', ?, ?, NULL, ?)",
+                        (project_id, exp_id, actor, now, orjson.dumps(after).decode()))
+        return exp_id
+
+    def update_experiment(self, project_id: int, experiment_id: int, *, name: str, feature_flag_key: str,
+                          status: str, data: dict, deleted: bool, expected_version: int, action: str,
+                          actor: str | None, before: dict, after: dict) -> int:
+        """Write a new version if nobody changed the experiment meanwhile; returns the new version
+        (0 if ``expected_version`` is stale)."""
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as con:
+            cur = con.execute(
+                "UPDATE experiments SET name = ?, feature_flag_key = ?, status = ?, data = ?, deleted = ?, "
+                "version = version + 1, updated_at = ?, updated_by = ? WHERE project_id = ? AND id = ? "
+                "AND version = ?",
+                (name, feature_flag_key, status, orjson.dumps(data).decode(), int(deleted), now, actor,
+                 project_id, experiment_id, expected_version))
+            if cur.rowcount != 1:
+                return 0
+            version = expected_version + 1
+            con.execute("INSERT INTO experiment_activity (project_id, experiment_id, version, action, actor, at, "
+                        "before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (project_id, experiment_id, version, action, actor, now, orjson.dumps(before).decode(),
+                         orjson.dumps({**after, "version": version}).decode()))
+        return version
+
+    def experiment_activity(self, project_id: int, experiment_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT id, version, action, actor, at, before, after FROM experiment_activity "
+                "WHERE project_id = ? AND experiment_id = ? ORDER BY id DESC", (project_id, experiment_id)).fetchall()
+        return [{"id": r[0], "version": r[1], "action": r[2], "actor": r[3], "at": r[4],
+                 "before": orjson.loads(r[5]) if r[5] else None,
+                 "after": orjson.loads(r[6]) if r[6] else None} for r in rows]
 
     def close(self) -> None:
         with self._lock:

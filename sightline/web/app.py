@@ -78,6 +78,9 @@ def routes() -> list[Route]:
         for p in _both(path):
             out.append(Route(p, sdk.flags, methods=ANY))
     out += flags_http.routes()  # flag definitions, remote config, /api/projects/{id}/feature_flags/
+    from sightline.experiments import http as experiments_http
+
+    out += experiments_http.routes()  # /api/projects/{id}/experiments/
     out.append(Route("/_health", health, methods=["GET"]))
     out.append(Route("/metrics", metrics, methods=["GET"]))
     base = "/api/projects/{project_id}"
