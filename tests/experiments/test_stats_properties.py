@@ -17,6 +17,7 @@ from sightline.experiments.stats import (
     benjamini_hochberg,
     cap,
     compare,
+    compare_stratified,
     estimate_effect,
     holm,
     metric_mean_variance,
@@ -466,3 +467,60 @@ def test_metric_mean_variance_for_planning():
     assert metric_mean_variance(MetricStats(100, 10, 10, binomial=True)) == pytest.approx((0.1, 0.09))
     m, v = metric_mean_variance(from_moments(50, 3.0, 2.0))
     assert (m, v) == pytest.approx((3.0, 4.0))
+
+
+# --- post-stratification -----------------------------------------------------------------------------
+
+
+def test_post_stratification_single_stratum_is_the_ordinary_test():
+    a, b = MetricStats(1000, 300, 500), MetricStats(1000, 330, 560)
+    r = compare_stratified([(a, b)], FREQ)
+    assert not r.post_stratified
+    assert r == compare(a, b, FREQ)
+
+
+def test_post_stratification_balanced_allocation_keeps_the_estimate():
+    strata = [
+        (MetricStats(400, 40, 60), MetricStats(400, 50, 80)),
+        (MetricStats(600, 300, 500), MetricStats(600, 330, 560)),
+    ]
+    r = compare_stratified(strata, FREQ_ABS)
+    plain = compare(strata[0][0] + strata[1][0], strata[0][1] + strata[1][1], FREQ_ABS)
+    assert r.post_stratified
+    assert r.lift_abs == pytest.approx(plain.lift_abs)
+    assert r.std_error < plain.std_error  # strata explain part of the variance
+
+
+def test_post_stratification_merges_cells_that_cannot_stand_alone():
+    strata = [
+        (MetricStats(1, 1, 1), MetricStats(3, 1, 1)),  # one control unit
+        (MetricStats(500, 100, 150), MetricStats(480, 110, 170)),
+        (MetricStats(500, 200, 350), MetricStats(520, 220, 390)),
+    ]
+    r = compare_stratified(strata, FREQ)
+    assert r.post_stratified and r.error is None and math.isfinite(r.std_error)
+    only_two = compare_stratified(strata[1:], FREQ)
+    assert r.lift_rel != pytest.approx(only_two.lift_rel, abs=1e-12)  # the tiny cell was merged, not dropped
+
+
+def test_post_stratified_standard_error_matches_simulation():
+    rng = np.random.default_rng(31)
+    sims, weights, means, n = 600, np.array([0.2, 0.5, 0.3]), np.array([1.0, 5.0, 12.0]), 1500
+    est, se, plain_se = [], [], []
+    for _ in range(sims):
+        strata = []
+        k_a = rng.choice(3, n, p=weights)
+        k_b = rng.choice(3, n, p=weights)
+        for k in range(3):
+            xa = rng.normal(means[k], 2.0, (k_a == k).sum())
+            xb = rng.normal(means[k] * 1.05, 2.0, (k_b == k).sum())
+            strata.append((stats_of(xa), stats_of(xb)))
+        r = compare_stratified(strata, FREQ_ABS)
+        est.append(r.lift_abs)
+        se.append(r.std_error)
+        pooled = compare(sum((s[0] for s in strata[1:]), strata[0][0]), sum((s[1] for s in strata[1:]), strata[0][1]), FREQ_ABS)
+        plain_se.append(pooled.std_error)
+    true = float(weights @ means) * 0.05
+    assert np.mean(est) == pytest.approx(true, abs=4 * np.std(est) / math.sqrt(sims))
+    assert np.mean(se) == pytest.approx(np.std(est, ddof=1), rel=0.1)
+    assert np.mean(se) < 0.6 * np.mean(plain_se)

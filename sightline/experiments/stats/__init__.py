@@ -4,6 +4,7 @@ Public API (stable; the experiments service codes against it):
 
 - :class:`MetricStats`, :class:`StatsSettings`, :class:`Comparison`, :class:`SRMResult`
 - :func:`compare` — treatment vs control (frequentist Welch / sequential, or Bayesian; CUPED; ratio metrics)
+- :func:`compare_stratified` — the same with post-stratification over (control, treatment) rows per stratum
 - :func:`srm_test` — sample-ratio-mismatch χ² test
 - :func:`holm`, :func:`benjamini_hochberg`, :func:`adjusted_ci` — multiple-comparison corrections
 - :func:`power`, :func:`minimum_detectable_effect`, :func:`sample_size`, :func:`running_time`,
@@ -18,7 +19,7 @@ from __future__ import annotations
 from .base import Comparison, DataError, MetricStats, StatsSettings
 from .capping import cap, winsorize_threshold
 from .corrections import adjusted_ci, benjamini_hochberg, holm
-from .engine import compare, estimate_effect
+from .engine import compare, compare_stratified, estimate_effect
 from .power import (
     metric_mean_variance,
     minimum_detectable_effect,
@@ -36,6 +37,7 @@ __all__ = [
     "DataError",
     "SRM_THRESHOLD",
     "compare",
+    "compare_stratified",
     "estimate_effect",
     "srm_test",
     "holm",

@@ -143,6 +143,7 @@ class Comparison:
     degrees_of_freedom: float | None = None  # Welch–Satterthwaite (fixed-horizon frequentist)
     theta: float | None = None  # CUPED coefficient when applied
     error: str | None = None  # set when the data cannot be analysed (default "no result" values)
+    post_stratified: bool = False  # compare_stratified used more than one stratum
     expected: float = 0.0  # headline point estimate: Δ̂ (frequentist) or the posterior mean (Bayesian)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from . import bayesian, sequential
 from .base import Comparison, DataError, MetricStats, StatsSettings, mean
 from .cuped import cuped_effect
 from .estimate import Effect, plain_effect
 from .frequentist import ALTERNATIVES, t_test
+from .poststrat import stratified_effect
 
 METHODS = ("bayesian", "frequentist")
 
@@ -91,6 +93,35 @@ def compare(
         eff = estimate_effect(control, treatment, settings)
     except DataError as e:
         return _no_result(control, treatment, settings, e.code)
+    return result_from_effect(eff, settings)
+
+
+def compare_stratified(
+    strata: list[tuple[MetricStats, MetricStats]], settings: StatsSettings = StatsSettings()
+) -> Comparison:
+    """Post-stratified comparison: ``strata`` is a list of (control, treatment) rows, one per stratum
+    (e.g. a pre-exposure segment). Mean and binomial metrics only; ratio metrics and CUPED fall back to
+    ``compare`` on the summed rows (``post_stratified`` is False then)."""
+    if not strata:
+        raise ValueError("strata must not be empty")
+    control, treatment = strata[0]
+    for a, b in strata[1:]:
+        control, treatment = control + a, treatment + b
+    validate(control, treatment, settings)
+    if control.is_ratio or settings.cuped or len(strata) == 1:
+        return compare(control, treatment, settings)
+    try:
+        estimate_effect(control, treatment, settings)  # same guards as the pooled analysis
+        eff, applied = stratified_effect(list(strata))
+    except DataError as e:
+        return _no_result(control, treatment, settings, e.code)
+    if not (eff.var_abs > 0 and eff.var_rel > 0):
+        return compare(control, treatment, settings)
+    return replace(result_from_effect(eff, settings), post_stratified=applied)
+
+
+def result_from_effect(eff: Effect, settings: StatsSettings) -> Comparison:
+    """Run the configured test on an estimated effect."""
     alpha = settings.alpha
     se_abs = math.sqrt(eff.var_abs)
     se_rel = math.sqrt(eff.var_rel)

@@ -25,13 +25,17 @@ def t_test(
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {ALTERNATIVES}")
-    dist = sps.t(df) if math.isfinite(df) else sps.norm()
+    # (unfrozen distribution calls: freezing a scipy distribution costs more than the test itself)
+    if math.isfinite(df):
+        sf, ppf = (lambda x: sps.t.sf(x, df)), (lambda q: sps.t.ppf(q, df))
+    else:
+        sf, ppf = sps.norm.sf, sps.norm.ppf
     t = (estimate - null) / std_error
     if alternative == "two-sided":
-        p = float(2 * dist.sf(abs(t)))
-        h = float(dist.ppf(1 - alpha / 2)) * std_error
+        p = float(2 * sf(abs(t)))
+        h = float(ppf(1 - alpha / 2)) * std_error
         return min(p, 1.0), (estimate - h, estimate + h)
-    h = float(dist.ppf(1 - alpha)) * std_error
+    h = float(ppf(1 - alpha)) * std_error
     if alternative == "greater":
-        return float(dist.sf(t)), (estimate - h, math.inf)
-    return float(dist.cdf(t)), (-math.inf, estimate + h)
+        return float(sf(t)), (estimate - h, math.inf)
+    return float(sf(-t)), (-math.inf, estimate + h)
