@@ -200,6 +200,9 @@ def demo(data_dir: Path, n_events: int, seed: int, days: int, no_progress: bool)
     try:
         summary = import_events(core, generate(n_events, seed=seed, days=days), total=n_events,
                                 progress=not no_progress, label="demo")
+        from sightline.experiments.demo import create_demo_experiment
+
+        create_demo_experiment(core, days)  # "New checkout", running on the flag new-checkout
     except SightlineError as exc:
         core.close()
         _fail(exc)
