@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy import integrate, stats as sps
+from scipy import integrate
+from scipy import stats as sps
 
 from sightline.experiments.stats import (
     MetricStats,
     StatsSettings,
+    bayesian,
     benjamini_hochberg,
     cap,
+    chance_to_win_from_ci,
     compare,
     compare_stratified,
     estimate_effect,
@@ -25,10 +28,10 @@ from sightline.experiments.stats import (
     power,
     running_time,
     sample_size,
+    sequential,
     srm_test,
     winsorize_threshold,
 )
-from sightline.experiments.stats import bayesian, sequential
 
 FREQ = StatsSettings(method="frequentist")
 FREQ_ABS = StatsSettings(method="frequentist", relative=False)
@@ -524,3 +527,13 @@ def test_post_stratified_standard_error_matches_simulation():
     assert np.mean(est) == pytest.approx(true, abs=4 * np.std(est) / math.sqrt(sims))
     assert np.mean(se) == pytest.approx(np.std(est, ddof=1), rel=0.1)
     assert np.mean(se) < 0.6 * np.mean(plain_se)
+
+
+def test_chance_to_win_from_ci_inverts_a_normal_interval():
+    est, se = 0.03, 0.02
+    z = sps.norm.ppf(0.975)
+    ctw = chance_to_win_from_ci(est, (est - z * se, est + z * se), 0.05)
+    assert ctw == pytest.approx(sps.norm.cdf(est / se))
+    one = chance_to_win_from_ci(est, (est - sps.norm.ppf(0.95) * se, math.inf), 0.05)
+    assert one == pytest.approx(ctw)
+    assert chance_to_win_from_ci(est, (est - z * se, est + z * se), 0.05, inverse=True) == pytest.approx(1 - ctw)

@@ -7,6 +7,7 @@ Public API (stable; the experiments service codes against it):
 - :func:`compare_stratified` — the same with post-stratification over (control, treatment) rows per stratum
 - :func:`srm_test` — sample-ratio-mismatch χ² test
 - :func:`holm`, :func:`benjamini_hochberg`, :func:`adjusted_ci` — multiple-comparison corrections
+- :func:`chance_to_win_from_ci` — guardrail "safe" check for frequentist results (CTW > 0.95)
 - :func:`power`, :func:`minimum_detectable_effect`, :func:`sample_size`, :func:`running_time`,
   :func:`metric_mean_variance`
 - :func:`winsorize_threshold`, :func:`cap` — the percentile cap (the service caps in SQL; this is the reference)
@@ -20,6 +21,7 @@ from .base import Comparison, DataError, MetricStats, StatsSettings
 from .capping import cap, winsorize_threshold
 from .corrections import adjusted_ci, benjamini_hochberg, holm
 from .engine import compare, compare_stratified, estimate_effect
+from .frequentist import chance_to_win_from_ci
 from .power import (
     metric_mean_variance,
     minimum_detectable_effect,
@@ -30,24 +32,25 @@ from .power import (
 from .srm import SRM_THRESHOLD, SRMResult, srm_test
 
 __all__ = [
-    "MetricStats",
-    "StatsSettings",
-    "Comparison",
-    "SRMResult",
-    "DataError",
     "SRM_THRESHOLD",
+    "Comparison",
+    "DataError",
+    "MetricStats",
+    "SRMResult",
+    "StatsSettings",
+    "adjusted_ci",
+    "benjamini_hochberg",
+    "cap",
+    "chance_to_win_from_ci",
     "compare",
     "compare_stratified",
     "estimate_effect",
-    "srm_test",
     "holm",
-    "benjamini_hochberg",
-    "adjusted_ci",
-    "power",
-    "minimum_detectable_effect",
-    "sample_size",
-    "running_time",
     "metric_mean_variance",
+    "minimum_detectable_effect",
+    "power",
+    "running_time",
+    "sample_size",
+    "srm_test",
     "winsorize_threshold",
-    "cap",
 ]

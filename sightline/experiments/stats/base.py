@@ -10,16 +10,17 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
-    "MetricStats",
-    "StatsSettings",
+    "DEFAULT_SETTINGS",
     "Comparison",
-    "Moments",
     "DataError",
-    "mean",
-    "variance",
+    "MetricStats",
+    "Moments",
+    "StatsSettings",
     "covariance",
-    "variance_of_ratios",
+    "mean",
     "pooled",
+    "variance",
+    "variance_of_ratios",
 ]
 
 
@@ -119,6 +120,9 @@ class StatsSettings:
     @property
     def alpha(self) -> float:
         return 1.0 - self.confidence_level
+
+
+DEFAULT_SETTINGS = StatsSettings()  # frozen, so safe as a shared default argument
 
 
 @dataclass(frozen=True)

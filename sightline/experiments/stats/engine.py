@@ -6,7 +6,14 @@ import math
 from dataclasses import replace
 
 from . import bayesian, sequential
-from .base import Comparison, DataError, MetricStats, StatsSettings, mean
+from .base import (
+    DEFAULT_SETTINGS,
+    Comparison,
+    DataError,
+    MetricStats,
+    StatsSettings,
+    mean,
+)
 from .cuped import cuped_effect
 from .estimate import Effect, plain_effect
 from .frequentist import ALTERNATIVES, t_test
@@ -78,7 +85,7 @@ def estimate_effect(
 
 
 def compare(
-    control: MetricStats, treatment: MetricStats, settings: StatsSettings = StatsSettings()
+    control: MetricStats, treatment: MetricStats, settings: StatsSettings = DEFAULT_SETTINGS
 ) -> Comparison:
     """Compare treatment with control for one metric.
 
@@ -97,7 +104,7 @@ def compare(
 
 
 def compare_stratified(
-    strata: list[tuple[MetricStats, MetricStats]], settings: StatsSettings = StatsSettings()
+    strata: list[tuple[MetricStats, MetricStats]], settings: StatsSettings = DEFAULT_SETTINGS
 ) -> Comparison:
     """Post-stratified comparison: ``strata`` is a list of (control, treatment) rows, one per stratum
     (e.g. a pre-exposure segment). Mean and binomial metrics only; ratio metrics and CUPED fall back to
@@ -154,11 +161,11 @@ def result_from_effect(eff: Effect, settings: StatsSettings) -> Comparison:
     else:
         df_out = None
         scale = abs(eff.control_mean)
-        prior = dict(
-            prior_mean=settings.prior_mean,
-            prior_stddev=settings.prior_stddev,
-            proper=settings.proper_prior,
-        )
+        prior = {
+            "prior_mean": settings.prior_mean,
+            "prior_stddev": settings.prior_stddev,
+            "proper": settings.proper_prior,
+        }
         mu_rel, s_rel = bayesian.posterior(eff.lift_rel, eff.var_rel, **prior)
         mu_abs, s_abs = bayesian.posterior(eff.lift_abs, eff.var_abs, scale=scale, **prior)
         ci_rel = bayesian.credible_interval(mu_rel, s_rel, settings.confidence_level)

@@ -39,3 +39,24 @@ def t_test(
     if alternative == "greater":
         return float(sf(t)), (estimate - h, math.inf)
     return float(sf(-t)), (-math.inf, estimate + h)
+
+
+def chance_to_win_from_ci(
+    estimate: float, ci: tuple[float, float], alpha: float = 0.05, inverse: bool = False
+) -> float:
+    """Chance to win reconstructed from a frequentist interval (guardrail "safe" status, gbstats TS):
+    s = half-width/z (z_{1−α/2} for a two-sided interval, z_{1−α} for a one-sided one), CTW = 1 − Φ(−Δ̂/s)."""
+    lo, hi = ci
+    if math.isinf(lo) and math.isinf(hi):
+        return 0.5
+    if math.isinf(lo) or math.isinf(hi):
+        half = hi - estimate if math.isinf(lo) else estimate - lo
+        z = float(sps.norm.ppf(1 - alpha))
+    else:
+        half = (hi - lo) / 2
+        z = float(sps.norm.ppf(1 - alpha / 2))
+    if half <= 0:
+        p = 1.0 if estimate > 0 else 0.0 if estimate < 0 else 0.5
+    else:
+        p = float(sps.norm.sf(-estimate / (half / z)))
+    return 1 - p if inverse else p

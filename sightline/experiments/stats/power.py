@@ -18,7 +18,7 @@ import math
 import numpy as np
 from scipy.stats import norm
 
-from .base import MetricStats, StatsSettings
+from .base import DEFAULT_SETTINGS, MetricStats, StatsSettings
 from .estimate import arm_moments
 from .sequential import rho
 
@@ -78,7 +78,7 @@ def power(
     mean: float,
     variance: float,
     users_per_variant: float,
-    settings: StatsSettings = StatsSettings(),
+    settings: StatsSettings = DEFAULT_SETTINGS,
 ) -> float:
     """Probability of a significant result if the true relative lift is ``mde``."""
     _check(mean, variance, users_per_variant)
@@ -90,7 +90,7 @@ def minimum_detectable_effect(
     variance: float,
     users_per_variant: float,
     target_power: float = 0.8,
-    settings: StatsSettings = StatsSettings(),
+    settings: StatsSettings = DEFAULT_SETTINGS,
 ) -> float | None:
     """Smallest positive relative lift reaching ``target_power``; None if infeasible.
 
@@ -132,7 +132,7 @@ def sample_size(
     mean: float,
     variance: float,
     target_power: float = 0.8,
-    settings: StatsSettings = StatsSettings(),
+    settings: StatsSettings = DEFAULT_SETTINGS,
     max_users: float = 1e12,
 ) -> int | None:
     """Smallest number of units per variant whose power reaches ``target_power``; None if > max_users."""
@@ -164,7 +164,7 @@ def running_time(
     weekly_users: float,
     variants: int = 2,
     target_power: float = 0.8,
-    settings: StatsSettings = StatsSettings(),
+    settings: StatsSettings = DEFAULT_SETTINGS,
     max_weeks: int = 52,
 ) -> int | None:
     """First week w whose cumulative users w·weekly_users/variants per arm give power (rounded to 2 dp)
