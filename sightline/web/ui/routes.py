@@ -140,15 +140,16 @@ class AssetCache:
     """Files read and gzip-compressed once, then served from memory with an ETag."""
 
     def __init__(self) -> None:
-        self._assets: dict[Path, Asset] = {}
+        self._assets: dict[tuple[Path, int], Asset] = {}
         self._lock = threading.Lock()
 
     def get(self, path: Path) -> Asset:
-        asset = self._assets.get(path)
+        key = (path, path.stat().st_mtime_ns)  # an edited file is read again
+        asset = self._assets.get(key)
         if asset is not None:
             return asset
         with self._lock:
-            asset = self._assets.get(path)
+            asset = self._assets.get(key)
             if asset is None:
                 body = path.read_bytes()
                 media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -159,7 +160,7 @@ class AssetCache:
                 compressible = len(body) > 1024 and not path.suffix in (".png", ".jpg", ".woff2", ".gz")
                 gz = gzip.compress(body, compresslevel=6, mtime=0) if compressible else None
                 asset = Asset(body, gz, '"' + hashlib.sha1(body).hexdigest()[:20] + '"', media)
-                self._assets[path] = asset
+                self._assets[key] = asset
         return asset
 
 

@@ -35,6 +35,13 @@ export function field(label, control, { hint, className = '' } = {}) {
     h('label', { for: control.id }, label), control, hint ? h('small', { class: 'hint' }, hint) : null);
 }
 
+/** A labelled autocomplete() input. */
+export function acField(label, ac, { hint } = {}) {
+  if (!ac.input.id) ac.input.id = nextId('field');
+  return h('div', { class: 'field' }, h('label', { for: ac.input.id }, label), ac,
+    hint ? h('small', { class: 'hint' }, hint) : null);
+}
+
 /** A <select> from [[value, label], ...]. */
 export function select(options, value, attrs = {}) {
   return h('select', attrs, options.map(([v, l]) => h('option', { value: v, selected: String(v) === String(value) }, l)));
