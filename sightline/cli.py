@@ -452,6 +452,11 @@ from sightline.flags.cli import flags_group  # noqa: E402
 
 main.add_command(flags_group)
 
+from sightline.ops.cli import COMMANDS as ops_commands  # noqa: E402  (backup, restore, doctor)
+
+for _command in ops_commands:
+    main.add_command(_command)
+
 from sightline.experiments.cli import experiments_group  # noqa: E402
 
 main.add_command(experiments_group)

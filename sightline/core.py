@@ -68,6 +68,10 @@ class Sightline:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.read_only = read_only
+        from sightline.ops import migrations
+
+        # refuse data of a newer Sightline; back up and upgrade data of an older one
+        self.upgrade = migrations.prepare(self.data_dir, read_only=read_only)
         self.meta = MetaStore(self.data_dir / "meta.sqlite")
         self.storage: Storage = open_storage(self.data_dir, store=store, read_only=read_only)
         # An explicit token pins (and may rotate) the project's token; the environment only
@@ -123,6 +127,7 @@ class Sightline:
             interval = float(os.environ.get("SIGHTLINE_FLUSH_INTERVAL", "1") or 1)
             self._writer = Writer(self.storage, self._load_identity, wal_dir=self.data_dir / "wal",
                                   flush_interval=interval)
+            self._writer.on_commit = self.metrics.observe_write_batch
             self._writer.start()
         return self._writer
 

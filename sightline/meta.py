@@ -191,6 +191,7 @@ class Project:
 class MetaStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        new = not self.path.exists() or self.path.stat().st_size == 0
         self._con = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=FULL")
@@ -198,6 +199,10 @@ class MetaStore:
         with self._lock:
             for ddl in SCHEMA:
                 self._con.execute(ddl)
+            if new:  # a new store starts at the current schema version (sightline.ops.migrations)
+                from sightline.ops.migrations import stamp_meta
+
+                stamp_meta(self._con)
         self._tokens: dict[str, Project] = {}
         self._reload()
 

@@ -122,6 +122,7 @@ class Writer:
         self.flush_events = flush_events
         self.max_unflushed_events = max_unflushed_events
         self.stats = WriterStats()
+        self.on_commit: Callable[[int], None] | None = None  # metrics: events per group commit
         self.log = IngestLog(wal_dir)
         self._log_lock = threading.Lock()
         self._replay()
@@ -358,6 +359,8 @@ class Writer:
         st.duplicates += sum(r.duplicates for r in results)
         st.last_commit_seconds = time.perf_counter() - started
         st.batch_sizes.append(len(stored))
+        if self.on_commit is not None:
+            self.on_commit(len(stored))
         if len(st.batch_sizes) > 1000:
             del st.batch_sizes[:500]
         # the syncer fsyncs (once for every group that is waiting) and then answers the requests,

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sightline.errors import InvalidInput
+from sightline.metrics import timed_query
 from sightline.query import funnels, lifecycle, paths, retention, stickiness, trends
 from sightline.query.context import QueryContext
 from sightline.query.model import QueryRequest
@@ -51,6 +52,7 @@ def load_cohorts(meta, project_id: int) -> dict:
     return cohorts
 
 
+@timed_query
 def run_query(core, query: dict, *, project_id: int | None = None, now: datetime | None = None) -> dict:
     """Run one query (PostHog query JSON) for a project of ``core`` and return the result JSON."""
     project = core.resolve_project(project_id)

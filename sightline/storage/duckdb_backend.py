@@ -509,6 +509,17 @@ class DuckDBStorage:
         with self._lock:
             self._con.execute("CHECKPOINT")
 
+    # -- backups (sightline.ops.backup) ------------------------------------------------------
+    def snapshot_to(self, dest_dir: Path) -> tuple[list[str], list[str]]:
+        """Copy the database file (checkpointed) into ``dest_dir``; returns (file names, names
+        of the registered Parquet parts). Call with writes stopped (``Writer.run_exclusive``)."""
+        from sightline.storage import duckdb_files
+
+        with self._lock:
+            files = duckdb_files.checkpoint_and_copy(self._con, self.path, Path(dest_dir))
+            parts = duckdb_files.part_names(self._con)
+        return files, parts
+
     def close(self) -> None:
         with self._lock:
             if not self.read_only:

@@ -34,22 +34,27 @@ async def health(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus text format (secret key); see :mod:`sightline.metrics` for the names."""
     try:
         require_api_key(request)
     except SightlineError as exc:
         return error_response(exc)
+    from sightline.ops.http import log_bytes
+
     core: Sightline = request.app.state.core
     w = core.writer
-    extra = {"ingestion_pending_events": w.pending_events,
-             "writer_batches_total": w.stats.batches,
-             "writer_events_stored_total": w.stats.events_stored,
-             "writer_duplicates_total": w.stats.duplicates,
-             "writer_last_commit_seconds": w.stats.last_commit_seconds,
-             "ingestion_unflushed_events": w.unflushed_events,
-             "ingestion_lag_seconds": round(w.lag_seconds, 3),
-             "writer_flushes_total": w.stats.flushes,
-             "writer_last_flush_seconds": w.stats.last_flush_seconds}
-    return PlainTextResponse(core.metrics.render(extra), media_type="text/plain; version=0.0.4")
+    gauges = {"ingestion_pending_events": w.pending_events,
+              "ingestion_unflushed_events": w.unflushed_events,
+              "ingestion_lag_seconds": round(w.lag_seconds, 3),
+              "ingestion_log_bytes": log_bytes(core.data_dir),
+              "writer_last_commit_seconds": w.stats.last_commit_seconds,
+              "writer_last_flush_seconds": w.stats.last_flush_seconds}
+    counters = {"writer_batches_total": w.stats.batches,
+                "writer_events_stored_total": w.stats.events_stored,
+                "writer_duplicates_total": w.stats.duplicates,
+                "writer_flushes_total": w.stats.flushes,
+                "writer_failures_total": w.stats.failures}
+    return PlainTextResponse(core.metrics.render(gauges, counters), media_type="text/plain; version=0.0.4")
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
@@ -83,6 +88,9 @@ def routes() -> list[Route]:
     out += experiments_http.routes()  # /api/projects/{id}/experiments/
     out.append(Route("/_health", health, methods=["GET"]))
     out.append(Route("/metrics", metrics, methods=["GET"]))
+    from sightline.ops import http as ops_http
+
+    out += ops_http.routes()  # /api/ops/backup, /api/ops/status
     base = "/api/projects/{project_id}"
     out.append(Route(base + "/", api.project, methods=["GET", "PATCH"]))
     out.append(Route(base + "/events/", api.events, methods=["GET"]))

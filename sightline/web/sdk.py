@@ -123,6 +123,7 @@ async def flags(request: Request) -> Response:
         try:
             req = parse_flags_request(body_json)
             results, errors = core.flags.evaluate(project.id, req)
+            core.metrics.flag_evaluations(len(results))
         except SightlineError as exc:
             return error_response(exc)
         out["errorsWhileComputingFlags"] = errors
