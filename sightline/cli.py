@@ -461,6 +461,10 @@ from sightline.experiments.cli import experiments_group  # noqa: E402
 
 main.add_command(experiments_group)
 
+from sightline.ops.prune_cli import prune_command  # noqa: E402
+
+main.add_command(prune_command)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

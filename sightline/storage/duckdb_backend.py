@@ -22,6 +22,7 @@ import pyarrow as pa
 from sightline.errors import DataDirLocked, InvalidInput
 from sightline.persons.identity import ChangeRows, Changes, Group, IdentityState, Person, change_rows
 from sightline.storage.base import QueryError, QueryResult, QueryTimeout
+from sightline.storage.duckdb_parts import PartsMixin
 from sightline.storage.schema import GROUP_COLUMNS, HOT_PROPERTIES, SCHEMA_VERSION
 
 UTC = timezone.utc
@@ -142,7 +143,9 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-class DuckDBStorage:
+class DuckDBStorage(PartsMixin):
+    """Events in a hot table plus time-partitioned Parquet parts (see :mod:`.duckdb_parts`)."""
+
     dialect = "duckdb"
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
@@ -189,84 +192,12 @@ class DuckDBStorage:
                 f"This data directory uses schema version {row[0]}, newer than this Sightline "
                 f"understands ({SCHEMA_VERSION}). Upgrade Sightline to open it.",
                 code="schema_too_new")
+        self._migrate_parts()
+        if row[0] is not None and row[0] < SCHEMA_VERSION:
+            con.execute("INSERT INTO sightline_schema VALUES (?)", [SCHEMA_VERSION])
         self._define_events_view()
         con.execute("COMMIT")
         self._remove_orphan_parts()
-
-    # -- the events view: the hot table plus immutable Parquet parts -----------------------
-    @property
-    def parts_dir(self) -> Path:
-        return self.path.parent / "parts"
-
-    def _define_events_view(self) -> None:
-        """(Re)define ``events`` over the hot table and every registered part (in a transaction)."""
-        names = [r[0] for r in self._con.execute("SELECT name FROM event_parts ORDER BY name").fetchall()]
-        cols = ", ".join(_EVENT_COLUMNS)
-        sql = f"CREATE OR REPLACE VIEW events AS SELECT {cols} FROM events_hot"
-        if names:
-            files = ", ".join("'" + str(self.parts_dir / n).replace("'", "''") + "'" for n in names)
-            sql += f" UNION ALL SELECT {cols} FROM read_parquet([{files}])"
-        self._con.execute(sql)
-
-    def _remove_orphan_parts(self) -> None:
-        """Parts written but never committed (a crash in between) were never acknowledged."""
-        if not self.parts_dir.exists():
-            return
-        known = {r[0] for r in self._con.execute("SELECT name FROM event_parts").fetchall()}
-        for f in self.parts_dir.iterdir():
-            if f.name not in known:
-                f.unlink(missing_ok=True)
-
-    def append_part(self, events: pa.Table, changes: Changes) -> None:
-        """Bulk path: write the batch as an immutable Parquet part, then register it and the
-        identity changes in one transaction. Much faster than row inserts for large batches."""
-        import os
-
-        from sightline.ingest.normalize import uuid7
-
-        if events.num_rows == 0:
-            self.append(events, changes)
-            return
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
-        name = f"events-{uuid7()}.parquet"
-        final = self.parts_dir / name
-        tmp = self.parts_dir / (name + ".tmp")
-        con = self._con
-        with self._lock:
-            con.register("_sl_part", events)
-            try:
-                path_sql = str(tmp).replace("'", "''")
-                con.execute(f"COPY ({_SELECT_EVENTS.format(src='_sl_part')} ORDER BY timestamp) "
-                            f"TO '{path_sql}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
-            finally:
-                con.unregister("_sl_part")
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-            dfd = os.open(self.parts_dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-            ts = events.column("timestamp")
-            import pyarrow.compute as pc
-
-            con.execute("BEGIN")
-            try:
-                con.execute("INSERT INTO event_parts VALUES (?, ?, ?, ?, ?)",
-                            [name, events.num_rows, pc.min(ts).as_py(), pc.max(ts).as_py(),
-                             datetime.now(UTC)])
-                self._define_events_view()
-                if changes:
-                    self._write_changes(changes)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                final.unlink(missing_ok=True)
-                raise
 
     def wal_position(self) -> tuple[int, int] | None:
         """Where the ingestion log had been stored up to, as of the last commit."""

@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from sightline.ingest.normalize import Event
 
-SCHEMA_VERSION = 1
+# 2: event parts partitioned by project and month (event_parts.project_id, month, bytes)
+SCHEMA_VERSION = 2
 
 # property name → column name. Order is the column order in the events table.
 HOT_PROPERTIES: dict[str, str] = {

@@ -86,7 +86,7 @@ async def query(request: Request) -> Response:
 
 
 PROJECT_SETTINGS = {"test_account_filters", "path_cleaning_filters", "week_start_day", "anonymize_ips",
-                    "data_retention_days", "query_timeout_seconds"}
+                    "data_retention_days", "query_timeout_seconds", "retention_days"}
 
 
 def project_json(project) -> dict:
@@ -120,6 +120,10 @@ async def project(request: Request) -> Response:
             if timeout is not None and (not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600):
                 raise InvalidInput("query_timeout_seconds is a number of seconds from 0 to 3600.",
                                    attr="query_timeout_seconds")
+            if "retention_days" in payload:  # sightline.ops.prune: 1..3650 days, or null
+                from sightline.ops.prune import validate_retention_days
+
+                validate_retention_days(payload["retention_days"])
             if "week_start_day" in payload and payload["week_start_day"] not in (0, 1):
                 raise InvalidInput("week_start_day is 0 (Sunday) or 1 (Monday).", attr="week_start_day")
             settings = {k: v for k, v in payload.items() if k in PROJECT_SETTINGS}

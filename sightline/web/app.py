@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -15,7 +16,7 @@ from starlette.routing import Route
 from sightline.core import Sightline
 from sightline.errors import SightlineError
 from sightline.flags import http as flags_http
-from sightline.web import api, capture, cohorts, sdk
+from sightline.web import api, capture, cohorts, retention, sdk
 from sightline.web.http import CORSMiddleware, error_response, json_response, require_api_key
 from sightline.web.ui import routes as ui_routes
 
@@ -97,6 +98,7 @@ def routes() -> list[Route]:
     out.append(Route(base + "/persons/", api.persons, methods=["GET"]))
     out.append(Route(base + "/persons/{person_id}/", api.person, methods=["GET"]))
     out.append(Route(base + "/query/", api.query, methods=["POST"]))
+    out.append(Route(base + "/prune/", retention.prune, methods=["POST"]))  # sightline.ops.prune
     out.append(Route(base + "/cohorts/", cohorts.collection, methods=["GET", "POST"]))
     out.append(Route(base + "/cohorts/{cohort_id}/", cohorts.item, methods=["GET", "PATCH", "DELETE"]))
     out.append(Route(base + "/cohorts/{cohort_id}/persons/", cohorts.persons, methods=["GET"]))
@@ -116,9 +118,16 @@ def create_app(core: Sightline) -> Starlette:
         # The identity graph is a large, long-lived heap: keep the cyclic garbage collector from
         # walking it again and again (it made the write path several times slower).
         gc.freeze()
+        # retention and compaction: after start, then daily (SIGHTLINE_RETENTION_INTERVAL seconds)
+        from sightline.ops.prune import retention_loop
+
+        retention = asyncio.create_task(retention_loop(core, app.state))
         try:
             yield
         finally:
+            retention.cancel()
+            with contextlib.suppress(BaseException):
+                await retention
             log.info("shutting down: writing queued events")
             core.close()
 

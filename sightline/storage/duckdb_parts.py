@@ -1,0 +1,501 @@
+"""The time-partitioned layout of the DuckDB store: hot rows plus immutable Parquet parts.
+
+Events arrive in ``events_hot`` (a DuckDB table the flusher appends to). Everything older
+lives in Parquet files partitioned by project and UTC month::
+
+    parts/project=1/month=2026-10/part-<uuid7>.parquet
+
+each sorted by ``(event, timestamp)`` (row groups of one event, in time order: filters on the
+event and on the time range both skip row groups) and registered in ``event_parts`` with its
+project, month, row count, byte size and min/max timestamps. The ``events`` view is the hot
+table ``UNION ALL`` the registered files.
+
+* Bulk import writes its batches straight into partition files (:meth:`append_part`).
+* :meth:`compact_parts` moves settled hot rows (older than a cutoff, normally the start of today)
+  into partition files, re-partitions parts of the old flat layout, and merges partitions that
+  have collected many small files.
+* :meth:`prune_events` drops a project's events older than a cutoff: whole files below it are
+  deleted, the boundary files are rewritten without the old rows (:meth:`rewrite_parts`, also
+  what deleting a person's events uses), and hot rows are deleted.
+
+Crash safety: a file is written under a ``.tmp`` name, fsynced and renamed, and becomes part of
+``events`` only when the transaction registering it commits (together with the removal of the
+rows and files it replaces). Files no transaction registered are removed on open
+(:meth:`_remove_orphan_parts`); replaced files are unlinked right after the commit (a crash
+in between leaves them unregistered, so the next open removes them).
+
+Callers that change stored data (compact, prune, rewrite) must have the store to themselves:
+the server runs them through ``Writer.run_exclusive``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+UTC = timezone.utc
+
+PART_ORDER = "event, timestamp"
+ROW_GROUP_SIZE = 122_880
+MAX_PARTITION_FILES = 8           # merge a partition's small files once it has more than this
+MERGE_MAX_ROWS = 5_000_000        # files at least this big are left alone by merges
+SETTLE_PERIOD = timedelta(hours=24)  # hot rows stay this long after ingestion (dedup warm-up)
+
+# Where each registered part belongs (a part of the flat layout has no row here). A table of
+# its own, so that ``event_parts`` keeps its columns for code that registers flat parts.
+PARTS_MIGRATIONS = [
+    """CREATE TABLE IF NOT EXISTS event_part_layout (
+        name VARCHAR PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        month DATE NOT NULL,
+        bytes BIGINT NOT NULL
+    )""",
+]
+
+
+@dataclass
+class PartFile:
+    name: str                    # path relative to parts/
+    rows: int
+    min_timestamp: datetime | None
+    max_timestamp: datetime | None
+    project_id: int | None
+    month: datetime | None       # first instant of the UTC month
+    bytes: int
+
+
+@dataclass
+class PruneReport:
+    """What a prune removed (or, in a dry run, would remove)."""
+
+    project_id: int
+    before: datetime
+    dry_run: bool
+    events: int = 0              # events older than ``before``
+    hot_events: int = 0          # … of them in the hot table
+    part_events: int = 0         # … of them in Parquet parts
+    files_deleted: int = 0       # part files removed whole
+    files_rewritten: int = 0     # boundary files rewritten without the old rows
+    part_bytes: int = 0          # bytes of Parquet data removed (estimated in a dry run)
+    disk_bytes_before: int = 0
+    disk_bytes_after: int = 0    # equals before in a dry run
+
+    def to_json(self) -> dict[str, Any]:
+        return {"project_id": self.project_id, "before": _iso(self.before), "dry_run": self.dry_run,
+                "events": self.events, "hot_events": self.hot_events, "part_events": self.part_events,
+                "files_deleted": self.files_deleted, "files_rewritten": self.files_rewritten,
+                "part_bytes": self.part_bytes, "disk_bytes_before": self.disk_bytes_before,
+                "disk_bytes_after": self.disk_bytes_after,
+                "bytes_freed": max(0, self.disk_bytes_before - self.disk_bytes_after)}
+
+
+@dataclass
+class _Rewrite:
+    added: list[PartFile] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rows: int = 0
+    rewritten: int = 0
+    removed_bytes: int = 0
+
+
+@dataclass
+class CompactReport:
+    hot_rows_moved: int = 0
+    files_written: int = 0
+    files_removed: int = 0
+    partitions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hot_rows_moved": self.hot_rows_moved, "files_written": self.files_written,
+                "files_removed": self.files_removed, "partitions": self.partitions}
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _ts_literal(ts: datetime) -> str:
+    """A TIMESTAMPTZ literal of a datetime we computed (never user text)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return f"TIMESTAMPTZ '{ts.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
+
+
+def _str_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def month_start(ts: datetime) -> datetime:
+    ts = ts.astimezone(UTC)
+    return datetime(ts.year, ts.month, 1, tzinfo=UTC)
+
+
+def next_month(m: datetime) -> datetime:
+    return datetime(m.year + (m.month == 12), m.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def partition_dir(project_id: int, month: datetime) -> str:
+    return f"project={int(project_id)}/month={month:%Y-%m}"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PartsMixin:
+    """The layout half of :class:`~sightline.storage.duckdb_backend.DuckDBStorage`."""
+
+    path: Path
+    _con: Any
+    _lock: Any
+
+    # -- registry and view ---------------------------------------------------------------
+    @property
+    def parts_dir(self) -> Path:
+        return self.path.parent / "parts"
+
+    def _migrate_parts(self) -> None:
+        for ddl in PARTS_MIGRATIONS:
+            self._con.execute(ddl)
+
+    def _define_events_view(self) -> None:
+        """(Re)define ``events`` over the hot table and every registered part (in a transaction)."""
+        from sightline.storage.duckdb_backend import _EVENT_COLUMNS
+
+        names = [r[0] for r in self._con.execute("SELECT name FROM event_parts ORDER BY name").fetchall()]
+        cols = ", ".join(_EVENT_COLUMNS)
+        sql = f"CREATE OR REPLACE VIEW events AS SELECT {cols} FROM events_hot"
+        if names:
+            files = ", ".join(_str_literal(str(self.parts_dir / n)) for n in names)
+            sql += f" UNION ALL SELECT {cols} FROM read_parquet([{files}], hive_partitioning = false)"
+        self._con.execute(sql)
+
+    def _remove_orphan_parts(self) -> None:
+        """Files no committed transaction registered (a crash in between; never acknowledged),
+        and files a committed transaction replaced but did not get to unlink."""
+        root = self.parts_dir
+        if not root.exists():
+            return
+        known = {r[0] for r in self._con.execute("SELECT name FROM event_parts").fetchall()}
+        for f in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            rel = f.relative_to(root).as_posix()
+            if f.is_dir():
+                try:
+                    f.rmdir()  # only empty partition directories go
+                except OSError:
+                    pass
+            elif rel not in known:
+                f.unlink(missing_ok=True)
+
+    def part_files(self, project_id: int | None = None) -> list[PartFile]:
+        sql = ("SELECT p.name, p.rows, p.min_timestamp, p.max_timestamp, l.project_id, l.month, l.bytes "
+               "FROM event_parts p LEFT JOIN event_part_layout l USING (name)")
+        params: list = []
+        if project_id is not None:
+            sql += " WHERE l.project_id = ? OR l.project_id IS NULL"
+            params.append(project_id)
+        con = self._con.cursor()
+        try:
+            rows = con.execute(sql + " ORDER BY name", params).fetchall()
+        finally:
+            con.close()
+        out = []
+        for name, n, lo, hi, pid, month, size in rows:
+            if size is None:
+                try:
+                    size = (self.parts_dir / name).stat().st_size
+                except OSError:
+                    size = 0
+            m = datetime(month.year, month.month, 1, tzinfo=UTC) if month is not None else None
+            out.append(PartFile(name, n, lo, hi, pid, m, size))
+        return out
+
+    def disk_bytes(self) -> int:
+        """Bytes the event store takes on disk: the DuckDB file, its log and every part."""
+        total = 0
+        for p in (self.path, self.path.with_name(self.path.name + ".wal")):
+            try:
+                total += p.stat().st_size
+            except OSError:
+                pass
+        if self.parts_dir.exists():
+            total += sum(f.stat().st_size for f in self.parts_dir.rglob("*") if f.is_file())
+        return total
+
+    # -- writing partition files ---------------------------------------------------------
+    def _write_partitions(self, select_sql: str, where: str = "TRUE", params: list | None = None) -> list[PartFile]:
+        """Write the rows of ``select_sql`` (stored event columns) matching ``where`` into one
+        new file per (project, month), fsynced and renamed but not registered (``params`` bind
+        the ``?`` of ``where``). Call with the
+        lock held; the caller registers the files in its transaction (or unlinks them)."""
+        from sightline.ingest.normalize import uuid7
+
+        con = self._con
+        groups = con.execute(
+            f"SELECT project_id, strftime(timezone('UTC', timestamp), '%Y-%m') AS m, count(*), "
+            f"min(timestamp), max(timestamp) FROM ({select_sql}) s WHERE {where} GROUP BY ALL ORDER BY ALL",
+            params or []).fetchall()
+        written: list[PartFile] = []
+        try:
+            for project_id, m, n, lo, hi in groups:
+                month = datetime.strptime(m, "%Y-%m").replace(tzinfo=UTC)
+                folder = partition_dir(project_id, month)
+                (self.parts_dir / folder).mkdir(parents=True, exist_ok=True)
+                name = f"{folder}/part-{uuid7()}.parquet"
+                final = self.parts_dir / name
+                tmp = final.with_name(final.name + ".tmp")
+                cond = (f"{where} AND project_id = {int(project_id)} AND timestamp >= {_ts_literal(month)} "
+                        f"AND timestamp < {_ts_literal(next_month(month))}")
+                con.execute(f"COPY (SELECT * FROM ({select_sql}) s WHERE {cond} ORDER BY {PART_ORDER}) "
+                            f"TO {_str_literal(str(tmp))} "
+                            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})", params or [])
+                _fsync_path(tmp)
+                os.replace(tmp, final)
+                written.append(PartFile(name, int(n), lo, hi, int(project_id), month, final.stat().st_size))
+            for folder in {str(Path(w.name).parent) for w in written}:
+                _fsync_path(self.parts_dir / folder)
+        except BaseException:
+            self._unlink(written)
+            raise
+        return written
+
+    def _register(self, added: Iterable[PartFile], removed: Iterable[str]) -> None:
+        """Inside the caller's transaction: swap registry rows and redefine the view."""
+        con = self._con
+        now = datetime.now(UTC)
+        for p in added:
+            con.execute("INSERT INTO event_parts (name, rows, min_timestamp, max_timestamp, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)", [p.name, p.rows, p.min_timestamp, p.max_timestamp, now])
+            con.execute("INSERT OR REPLACE INTO event_part_layout VALUES (?, ?, ?, ?)",
+                        [p.name, p.project_id, p.month.date(), p.bytes])
+        removed = list(removed)
+        if removed:
+            con.execute("DELETE FROM event_parts WHERE name IN (SELECT unnest(?))", [removed])
+        # also forget files others unregistered (e.g. rewritten by a person deletion)
+        con.execute("DELETE FROM event_part_layout WHERE name NOT IN (SELECT name FROM event_parts)")
+        self._define_events_view()
+
+    def _unlink(self, files: Iterable[PartFile | str]) -> None:
+        folders = set()
+        for f in files:
+            name = f.name if isinstance(f, PartFile) else f
+            path = self.parts_dir / name
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            folders.add(path.parent)
+        for folder in folders:
+            if folder != self.parts_dir:
+                try:
+                    folder.rmdir()  # the partition is empty now
+                except OSError:
+                    pass
+
+    def _commit_layout(self, added: list[PartFile], removed: list[str], extra_sql: list[tuple[str, list]] = (),
+                       changes: Any = None) -> None:
+        """One transaction: register ``added``, unregister ``removed``, run ``extra_sql``; then
+        unlink the removed files. On failure the new files are unlinked."""
+        con = self._con
+        con.execute("BEGIN")
+        try:
+            self._register(added, removed)
+            for sql, params in extra_sql:
+                con.execute(sql, params)
+            if changes:
+                self._write_changes(changes)  # type: ignore[attr-defined]
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            self._unlink(added)
+            raise
+        self._unlink(removed)
+
+    # -- bulk import ---------------------------------------------------------------------
+    def append_part(self, events: pa.Table, changes: Any) -> None:
+        """Bulk path: write the batch into partition files, then register them and the identity
+        changes in one transaction. Much faster than row inserts for large batches."""
+        from sightline.storage.duckdb_backend import _SELECT_EVENTS
+
+        if events.num_rows == 0:
+            self.append(events, changes)  # type: ignore[attr-defined]
+            return
+        con = self._con
+        with self._lock:
+            con.register("_sl_part", events)
+            try:
+                added = self._write_partitions(_SELECT_EVENTS.format(src="_sl_part"))
+            finally:
+                con.unregister("_sl_part")
+            self._commit_layout(added, [], changes=changes)
+
+    # -- compaction ----------------------------------------------------------------------
+    def compact_parts(self, cutoff: datetime | None = None, *, settled_before: datetime | None = None,
+                merge: bool = True) -> CompactReport:
+        """Move hot rows older than ``cutoff`` (default: the start of today, UTC) and ingested
+        before ``settled_before`` (default: 24 hours ago) into partition files; re-partition
+        parts of the flat layout; merge partitions with many small files. One transaction."""
+        from sightline.storage.duckdb_backend import _EVENT_COLUMNS
+
+        now = datetime.now(UTC)
+        if cutoff is None:
+            cutoff = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if settled_before is None:
+            settled_before = now - SETTLE_PERIOD
+        report = CompactReport()
+        cols = ", ".join(_EVENT_COLUMNS)
+        hot_where = f"timestamp < {_ts_literal(cutoff)} AND created_at < {_ts_literal(settled_before)}"
+        with self._lock:
+            added: list[PartFile] = []
+            removed: list[str] = []
+            try:
+                n_hot = self._con.execute(f"SELECT count(*) FROM events_hot WHERE {hot_where}").fetchone()[0]
+                if n_hot:
+                    added += self._write_partitions(f"SELECT {cols} FROM events_hot", hot_where)
+                flat = [p for p in self.part_files() if p.project_id is None]
+                if flat:
+                    files = ", ".join(_str_literal(str(self.parts_dir / p.name)) for p in flat)
+                    added += self._write_partitions(
+                        f"SELECT {cols} FROM read_parquet([{files}], hive_partitioning = false)")
+                    removed += [p.name for p in flat]
+                if merge:
+                    added, removed = self._merge_small_files(added, removed)
+            except BaseException:
+                self._unlink(added)
+                raise
+            extra = [(f"DELETE FROM events_hot WHERE {hot_where}", [])] if n_hot else []
+            if added or removed or extra:
+                self._commit_layout(added, removed, extra)
+        report.hot_rows_moved = n_hot
+        report.files_written = len(added)
+        report.files_removed = len(removed)
+        report.partitions = sorted({str(Path(a.name).parent) for a in added})
+        return report
+
+    def _merge_small_files(self, added: list[PartFile], removed: list[str]) -> tuple[list[PartFile], list[str]]:
+        """Merge the small files of every partition that has too many, counting the registered
+        files (less ``removed``) and the not yet registered ``added`` ones."""
+        gone = set(removed)
+        by_partition: dict[str, list[PartFile]] = {}
+        for p in [p for p in self.part_files() if p.name not in gone] + added:
+            if p.project_id is not None:
+                by_partition.setdefault(str(Path(p.name).parent), []).append(p)
+        fresh = {p.name for p in added}
+        for folder, files in sorted(by_partition.items()):
+            small = [p for p in files if p.rows < MERGE_MAX_ROWS]
+            if len(files) <= MAX_PARTITION_FILES or len(small) < 2:
+                continue
+            paths = ", ".join(_str_literal(str(self.parts_dir / p.name)) for p in small)
+            merged = self._write_partitions(f"SELECT * FROM read_parquet([{paths}], hive_partitioning = false)")
+            names = {p.name for p in small}
+            self._unlink([p for p in added if p.name in names])  # never registered: just delete
+            added = [p for p in added if p.name not in names] + merged
+            removed += [n for n in names if n not in fresh]
+        return added, removed
+
+    # -- deleting rows from parts --------------------------------------------------------
+    def _plan_rewrite(self, files: list[PartFile], where: str, params: list) -> "_Rewrite":
+        """For each file holding rows that match ``where``: drop it if every row matches, else
+        write its other rows to a new file. Nothing is registered yet."""
+        plan = _Rewrite()
+        match = f"coalesce(({where}), false)"
+        try:
+            for f in files:
+                src = f"SELECT * FROM read_parquet({_str_literal(str(self.parts_dir / f.name))}, hive_partitioning = false)"
+                n = self._con.execute(f"SELECT count(*) FROM ({src}) s WHERE {match}", params).fetchone()[0]
+                if not n:
+                    continue
+                plan.rows += n
+                plan.removed.append(f.name)
+                plan.removed_bytes += f.bytes
+                if n < f.rows:
+                    plan.added += self._write_partitions(src, f"NOT {match}", params)
+                    plan.rewritten += 1
+        except BaseException:
+            self._unlink(plan.added)
+            raise
+        return plan
+
+    def rewrite_parts(self, where: str, params: list | None = None, *, project_id: int | None = None,
+                      hot: bool = True) -> dict[str, int]:
+        """Delete the stored events matching the SQL predicate ``where`` (over the event columns,
+        ``?`` placeholders bound to ``params``): part files are rewritten without them (or
+        dropped), and with ``hot`` the hot rows are deleted, all in one transaction. Only parts
+        that may hold ``project_id``'s events are read. Run with the store to yourself
+        (``Writer.run_exclusive``). Returns rows and files touched."""
+        params = list(params or [])
+        with self._lock:
+            files = self.part_files(project_id)
+            plan = self._plan_rewrite(files, where, params)
+            added, removed = plan.added, plan.removed
+            extra: list[tuple[str, list]] = []
+            hot_rows = 0
+            if hot:
+                hot_rows = self._con.execute(f"SELECT count(*) FROM events_hot WHERE coalesce(({where}), false)",
+                                             params).fetchone()[0]
+                if hot_rows:
+                    extra.append((f"DELETE FROM events_hot WHERE coalesce(({where}), false)", params))
+            if added or removed or extra:
+                self._commit_layout(added, removed, extra)
+        return {"part_rows": plan.rows, "hot_rows": hot_rows, "files_rewritten": plan.rewritten,
+                "files_deleted": len(removed) - plan.rewritten}
+
+    # -- retention -----------------------------------------------------------------------
+    def prune_events(self, project_id: int, before: datetime, *, dry_run: bool = False) -> PruneReport:
+        """Delete the project's events with ``timestamp < before``: whole part files below the
+        cutoff are deleted, boundary files rewritten, hot rows deleted (one transaction), then
+        the store is checkpointed. A dry run counts the same rows and estimates the bytes."""
+        report = PruneReport(project_id=project_id, before=before, dry_run=dry_run)
+        cond = "project_id = ? AND timestamp < ?"
+        params = [project_id, before]
+        with self._lock:
+            if not dry_run:
+                self._con.execute("CHECKPOINT")  # so the sizes before and after compare alike
+            report.disk_bytes_before = self.disk_bytes()
+            report.hot_events = self._con.execute(f"SELECT count(*) FROM events_hot WHERE {cond}",
+                                                  params).fetchone()[0]
+            whole: list[PartFile] = []
+            partial: list[PartFile] = []
+            for f in self.part_files(project_id):
+                if f.min_timestamp is not None and f.min_timestamp >= before:
+                    continue
+                if f.project_id == project_id and f.max_timestamp is not None and f.max_timestamp < before:
+                    whole.append(f)
+                else:
+                    partial.append(f)
+            report.files_deleted = len(whole)
+            report.part_events = sum(f.rows for f in whole)
+            report.part_bytes = sum(f.bytes for f in whole)
+            if dry_run:
+                for f in partial:
+                    src = f"read_parquet({_str_literal(str(self.parts_dir / f.name))}, hive_partitioning = false)"
+                    n = self._con.execute(f"SELECT count(*) FROM {src} WHERE {cond}", params).fetchone()[0]
+                    if n:
+                        report.part_events += n
+                        report.part_bytes += round(f.bytes * n / max(f.rows, 1))
+                        report.files_deleted += n == f.rows
+                        report.files_rewritten += n < f.rows
+                report.events = report.hot_events + report.part_events
+                report.disk_bytes_after = report.disk_bytes_before
+                return report
+            plan = self._plan_rewrite(partial, cond, params)
+            added, removed = plan.added, plan.removed
+            report.part_events += plan.rows
+            report.part_bytes += plan.removed_bytes - sum(a.bytes for a in added)
+            report.files_rewritten = plan.rewritten
+            report.files_deleted += len(removed) - plan.rewritten
+            extra = [(f"DELETE FROM events_hot WHERE {cond}", params)] if report.hot_events else []
+            removed += [f.name for f in whole]
+            if added or removed or extra:
+                self._commit_layout(added, removed, extra)
+                self._con.execute("CHECKPOINT")
+            report.events = report.hot_events + report.part_events
+            report.disk_bytes_after = self.disk_bytes()
+        return report
