@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-from sightline.demo import EXPERIMENT_FLAG
+from sightline.demo import EXPERIMENT_FLAG, _default_end
 
 DEMO_EXPERIMENT = {
     "name": "New checkout",
@@ -29,6 +29,6 @@ def create_demo_experiment(core, days: int, *, end: datetime | None = None) -> d
     pid = core.project.id
     if any(e["feature_flag_key"] == EXPERIMENT_FLAG for e in svc.list_experiments(pid)):
         return None
-    end = end or datetime.now(timezone.utc)
+    end = end or _default_end()  # where the demo data ends: its first day is the start
     exp = svc.create(pid, DEMO_EXPERIMENT, "sightline demo")
     return svc.launch(pid, exp["id"], "sightline demo", start_date=(end - timedelta(days=days)).isoformat())
