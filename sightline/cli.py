@@ -452,11 +452,6 @@ from sightline.flags.cli import flags_group  # noqa: E402
 
 main.add_command(flags_group)
 
-from sightline.ops.cli import COMMANDS as ops_commands  # noqa: E402  (backup, restore, doctor)
-
-for _command in ops_commands:
-    main.add_command(_command)
-
 from sightline.experiments.cli import experiments_group  # noqa: E402
 
 main.add_command(experiments_group)
@@ -464,6 +459,15 @@ main.add_command(experiments_group)
 from sightline.ops.prune_cli import prune_command  # noqa: E402
 
 main.add_command(prune_command)
+
+from sightline.persons.cli import persons_group  # noqa: E402
+
+main.add_command(persons_group)
+
+from sightline.ops.cli import COMMANDS as ops_commands  # noqa: E402  (backup, restore, doctor)
+
+for _command in ops_commands:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -163,6 +163,18 @@ SCHEMA = [
         after TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS experiment_activity_exp ON experiment_activity (experiment_id, id)",
+    # -- the audit trail of data-protection operations (sightline.persons.admin): append-only,
+    # no personal data (the person is a salted hash)
+    """CREATE TABLE IF NOT EXISTS audit_log (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        project_id INTEGER NOT NULL,
+        subject_hash TEXT,
+        details TEXT NOT NULL DEFAULT '{}'
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit_salt (salt TEXT NOT NULL)""",
 ]
 
 
@@ -723,6 +735,68 @@ class MetaStore:
         return [{"id": r[0], "version": r[1], "action": r[2], "actor": r[3], "at": r[4],
                  "before": orjson.loads(r[5]) if r[5] else None,
                  "after": orjson.loads(r[6]) if r[6] else None} for r in rows]
+
+    # -- audit trail and personal data (owned by sightline.persons.admin) ---------------------
+    def audit_salt(self) -> str:
+        """This data directory's secret salt for hashing person ids in the audit log."""
+        with self._lock:
+            row = self._con.execute("SELECT salt FROM audit_salt").fetchone()
+            if row is None:
+                salt = secrets.token_hex(32)
+                self._con.execute("INSERT INTO audit_salt VALUES (?)", (salt,))
+                return salt
+            return row[0]
+
+    def append_audit(self, *, actor: str, action: str, project_id: int, subject_hash: str | None,
+                     details: dict[str, Any]) -> int:
+        with self._lock:
+            cur = self._con.execute(
+                "INSERT INTO audit_log (at, actor, action, project_id, subject_hash, details) VALUES (?, ?, ?, ?, ?, ?)",
+                (datetime.now(UTC).isoformat(), actor, action, project_id, subject_hash,
+                 orjson.dumps(details).decode()))
+        return cur.lastrowid
+
+    def audit_rows(self, project_id: int, *, action: str | None = None, subject_hash: str | None = None,
+                   limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:
+        where, params = ["project_id = ?"], [project_id]
+        if action:
+            where.append("action = ?")
+            params.append(action)
+        if subject_hash:
+            where.append("subject_hash = ?")
+            params.append(subject_hash)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT id, at, actor, action, project_id, subject_hash, details FROM audit_log "
+                f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [{"id": r[0], "at": r[1], "actor": r[2], "action": r[3], "project_id": r[4],
+                 "subject_hash": r[5], "details": orjson.loads(r[6])} for r in rows]
+
+    def forget_distinct_ids(self, project_id: int, distinct_ids: list[str]) -> int:
+        """Remove the distinct ids from flag hash-key overrides and static cohorts, with SQLite's
+        secure_delete (freed pages are zeroed) and a WAL checkpoint, so no copy stays on disk."""
+        if not distinct_ids:
+            return 0
+        n = 0
+        with self._lock:
+            self._con.execute("PRAGMA secure_delete = ON")
+            try:
+                for i in range(0, len(distinct_ids), 500):
+                    chunk = distinct_ids[i:i + 500]
+                    marks = ", ".join("?" * len(chunk))
+                    n += self._con.execute(
+                        f"DELETE FROM flag_hash_key_overrides WHERE project_id = ? AND distinct_id IN ({marks})",
+                        (project_id, *chunk)).rowcount
+                    n += self._con.execute(
+                        f"DELETE FROM cohort_static_members WHERE distinct_id IN ({marks}) AND cohort_id IN "
+                        f"(SELECT id FROM cohorts WHERE project_id = ?)", (*chunk, project_id)).rowcount
+                self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._con.execute("PRAGMA secure_delete = OFF")
+        return n
 
     def close(self) -> None:
         with self._lock:

@@ -80,6 +80,19 @@ OTHER_DDL = [
         source_created_at TIMESTAMPTZ NOT NULL,
         reason VARCHAR NOT NULL
     )""",
+    # unmerges (sightline.persons.admin): which merge was reverted, restoring which person
+    """CREATE SEQUENCE IF NOT EXISTS person_unmerge_ids""",
+    """CREATE TABLE IF NOT EXISTS person_unmerges (
+        id BIGINT PRIMARY KEY DEFAULT nextval('person_unmerge_ids'),
+        project_id INTEGER NOT NULL,
+        merge_id BIGINT,
+        unmerged_at TIMESTAMPTZ NOT NULL,
+        restored_person_id UUID NOT NULL,
+        from_person_id UUID NOT NULL,
+        distinct_ids JSON NOT NULL,
+        events BIGINT NOT NULL,
+        actor VARCHAR
+    )""",
     """CREATE TABLE IF NOT EXISTS groups (
         project_id INTEGER NOT NULL,
         group_type_index INTEGER NOT NULL,
@@ -435,6 +448,234 @@ class DuckDBStorage(PartsMixin):
                 yield batch
         finally:
             con.close()
+
+    # -- persons maintenance: GDPR deletion and unmerge (owned by sightline.persons.admin) ------
+    # Callers run these inside ``Writer.run_exclusive`` so nothing else writes meanwhile.
+
+    @staticmethod
+    def _event_match(project_id: int, src: str = "") -> str:
+        """Events of ``project_id`` that belong to the registered id lists (see _with_id_lists)."""
+        q = f"{src}." if src else ""
+        return (f"({q}project_id = {int(project_id)} AND ({q}distinct_id IN (SELECT d FROM _sl_gdpr_dids) "
+                f"OR CAST({q}person_id AS VARCHAR) IN (SELECT p FROM _sl_gdpr_pids)))")
+
+    @staticmethod
+    def _new_person(src: str = "") -> str:
+        q = f"{src}." if src else ""
+        return (f"CAST(coalesce((SELECT x.n FROM _sl_gdpr_dids x WHERE x.d = {q}distinct_id), "
+                f"(SELECT y.n FROM _sl_gdpr_pids y WHERE y.p = CAST({q}person_id AS VARCHAR))) AS UUID)")
+
+    def _reassign_plan(self, project_id: int):
+        """Write a copy of every part holding matching events, with their person ids replaced
+        (see :meth:`_new_person`); nothing is registered yet. Returns (rows, added, removed)."""
+        from sightline.storage.duckdb_parts import _str_literal
+
+        match = self._event_match(project_id)
+        rows, added, removed = 0, [], []
+        try:
+            for f in self.part_files(project_id):
+                src = (f"SELECT * FROM read_parquet({_str_literal(str(self.parts_dir / f.name))}, "
+                       f"hive_partitioning = false)")
+                n = self._con.execute(f"SELECT count(*) FROM ({src}) s WHERE {match}").fetchone()[0]
+                if not n:
+                    continue
+                rows += n
+                removed.append(f.name)
+                added += self._write_partitions(
+                    f"SELECT * REPLACE (CASE WHEN {match} THEN {self._new_person()} ELSE person_id END "
+                    f"AS person_id) FROM ({src}) s0")
+        except BaseException:
+            self._unlink(added)
+            raise
+        return rows, added, removed
+
+    def _with_id_lists(self, person_ids: dict[str, str | None] | list[str],
+                       distinct_ids: dict[str, str | None] | list[str]) -> None:
+        """Register the id lists ``_event_match`` reads; mappings give each id a new person id."""
+        con = self._con
+        pids = person_ids if isinstance(person_ids, dict) else dict.fromkeys(person_ids)
+        dids = distinct_ids if isinstance(distinct_ids, dict) else dict.fromkeys(distinct_ids)
+        con.register("_sl_gdpr_pids", pa.table({"p": pa.array([str(k) for k in pids], pa.string()),
+                                                "n": pa.array(list(pids.values()), pa.string())}))
+        con.register("_sl_gdpr_dids", pa.table({"d": pa.array(list(dids), pa.string()),
+                                                "n": pa.array(list(dids.values()), pa.string())}))
+
+    def _drop_id_lists(self) -> None:
+        for name in ("_sl_gdpr_pids", "_sl_gdpr_dids"):
+            try:
+                self._con.unregister(name)
+            except duckdb.Error:
+                pass
+
+    def delete_person_data(self, project_id: int, person_ids: list[str], distinct_ids: list[str],
+                           with_events: bool) -> dict[str, int]:
+        """Remove persons, their distinct ids, overrides, merge-log rows, ingestion warnings and
+        (``with_events``) events, in one transaction; then rewrite the files so that the removed
+        bytes are physically gone (Parquet parts are rewritten, the DuckDB file is rebuilt).
+
+        ``person_ids`` should include every id the persons' events may carry (their own ids and
+        the ids merged into them); ``distinct_ids`` all their distinct ids."""
+        if self.read_only:
+            raise InvalidInput("This store was opened read-only.", code="read_only")
+        con = self._con
+        counts = {"persons": 0, "distinct_ids": 0, "overrides": 0, "merges": 0, "warnings": 0, "events": 0}
+        with self._lock:
+            self._with_id_lists(person_ids, distinct_ids)
+            added: list = []
+            removed: list[str] = []
+            try:
+                if with_events:
+                    plan = self._plan_rewrite(self.part_files(project_id), self._event_match(project_id), [])
+                    added, removed = plan.added, plan.removed
+                p = {"project": project_id}
+                in_pids = "CAST({c} AS VARCHAR) IN (SELECT p FROM _sl_gdpr_pids)"
+                con.execute("BEGIN")
+                try:
+                    if with_events:
+                        counts["events"] = con.execute(
+                            f"DELETE FROM events_hot WHERE {self._event_match(project_id)}").fetchone()[0]
+                        counts["events"] += plan.rows
+                        self._register(added, removed)
+                    counts["persons"] = con.execute(
+                        f"DELETE FROM persons WHERE project_id = $project AND {in_pids.format(c='id')}",
+                        p).fetchone()[0]
+                    counts["distinct_ids"] = con.execute(
+                        f"DELETE FROM person_distinct_ids WHERE project_id = $project AND "
+                        f"(distinct_id IN (SELECT d FROM _sl_gdpr_dids) OR {in_pids.format(c='person_id')})",
+                        p).fetchone()[0]
+                    counts["overrides"] = con.execute(
+                        f"DELETE FROM person_overrides WHERE project_id = $project AND "
+                        f"({in_pids.format(c='old_person_id')} OR {in_pids.format(c='override_person_id')})",
+                        p).fetchone()[0]
+                    counts["merges"] = con.execute(
+                        f"DELETE FROM person_merges WHERE project_id = $project AND "
+                        f"({in_pids.format(c='source_person_id')} OR {in_pids.format(c='target_person_id')} "
+                        f"OR EXISTS (SELECT 1 FROM _sl_gdpr_dids x WHERE list_contains("
+                        f"CAST(source_distinct_ids AS VARCHAR[]), x.d)))", p).fetchone()[0]
+                    counts["warnings"] = con.execute(
+                        "DELETE FROM ingestion_warnings w WHERE project_id = $project AND EXISTS ("
+                        "SELECT 1 FROM (SELECT d AS v FROM _sl_gdpr_dids UNION ALL SELECT p FROM _sl_gdpr_pids) x "
+                        "WHERE position(CAST(to_json(x.v) AS VARCHAR) IN CAST(w.details AS VARCHAR)) > 0)",
+                        p).fetchone()[0]
+                    con.execute(
+                        f"DELETE FROM person_unmerges WHERE project_id = $project AND "
+                        f"({in_pids.format(c='restored_person_id')} OR {in_pids.format(c='from_person_id')})", p)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    self._unlink(added)
+                    raise
+            finally:
+                self._drop_id_lists()
+            self._unlink(removed)
+            self._rebuild_file_locked()
+        return counts
+
+    def reassign_events(self, project_id: int, by_distinct_id: dict[str, str], by_person_id: dict[str, str],
+                        changes: ChangeRows | None = None, unmerge_row: dict | None = None) -> int:
+        """Unmerge and split: give the events of each distinct id in ``by_distinct_id`` (else those
+        stored with a person id in ``by_person_id``) the mapped person id, in the hot table and the
+        Parquet parts, and store ``changes`` (persons, distinct ids, overrides) and the unmerge
+        record in the same transaction. Returns the number of events re-pointed."""
+        if self.read_only:
+            raise InvalidInput("This store was opened read-only.", code="read_only")
+        con = self._con
+        with self._lock:
+            self._with_id_lists(by_person_id, by_distinct_id)
+            added: list = []
+            removed: list[str] = []
+            try:
+                moved, added, removed = self._reassign_plan(project_id)
+                con.execute("BEGIN")
+                try:
+                    moved += con.execute(
+                        f"UPDATE events_hot SET person_id = {self._new_person('events_hot')} "
+                        f"WHERE {self._event_match(project_id, 'events_hot')}").fetchone()[0]
+                    self._register(added, removed)
+                    if changes:
+                        self._write_changes(changes)
+                    if unmerge_row is not None:
+                        con.execute(
+                            "INSERT INTO person_unmerges (project_id, merge_id, unmerged_at, restored_person_id, "
+                            "from_person_id, distinct_ids, events, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [project_id, unmerge_row.get("merge_id"), datetime.now(UTC),
+                             unmerge_row["restored_person_id"], unmerge_row["from_person_id"],
+                             _dumps(unmerge_row["distinct_ids"]), moved, unmerge_row.get("actor")])
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    self._unlink(added)
+                    raise
+            finally:
+                self._drop_id_lists()
+            self._unlink(removed)
+        return moved
+
+    def rebuild_file(self) -> None:
+        """Rebuild the database file with only live data (see :meth:`_rebuild_file_locked`)."""
+        with self._lock:
+            self._rebuild_file_locked()
+
+    def _rebuild_file_locked(self) -> None:
+        """DuckDB never overwrites freed space: deleted rows stay readable in the file (in
+        free blocks and in the unused tails of rewritten ones) until it is reused. So after a
+        deletion the whole database is copied into a fresh file, which replaces the old one.
+        Readers running at that moment fail once and may retry."""
+        con = self._con
+        fresh = self.path.with_name(self.path.name + ".compact")
+        for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        con.execute("CHECKPOINT")
+        db = con.execute("SELECT current_database()").fetchone()[0]
+        fresh_sql = str(fresh).replace("'", "''")
+        con.execute(f"ATTACH '{fresh_sql}' AS _sl_compact")
+        try:
+            con.execute(f'COPY FROM DATABASE "{db}" TO _sl_compact')
+        finally:
+            con.execute("DETACH _sl_compact")
+        fd = os.open(fresh, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        con.close()
+        os.replace(fresh, self.path)
+        self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._con = duckdb.connect(str(self.path))
+        memory_limit = os.environ.get("SIGHTLINE_DUCKDB_MEMORY_LIMIT")
+        if memory_limit:
+            self._con.execute("SET memory_limit = ?", [memory_limit])
+        self._con.execute("SET checkpoint_threshold = ?",
+                          [os.environ.get("SIGHTLINE_DUCKDB_CHECKPOINT_THRESHOLD", "1GB")])
+
+    def person_merge_rows(self, project_id: int, *, merge_id: int | None = None,
+                          person_id: str | None = None, distinct_id: str | None = None) -> list[dict[str, Any]]:
+        """Merge-log rows (newest first), each with ``undone``: whether an unmerge reverted it."""
+        where, params = ["m.project_id = $project"], {"project": project_id}
+        if merge_id is not None:
+            where.append("m.id = $merge")
+            params["merge"] = merge_id
+        if person_id is not None:
+            where.append("(CAST(m.target_person_id AS VARCHAR) = $person OR CAST(m.source_person_id AS VARCHAR) = $person)")
+            params["person"] = str(person_id)
+        if distinct_id is not None:
+            where.append("list_contains(CAST(m.source_distinct_ids AS VARCHAR[]), $did)")
+            params["did"] = distinct_id
+        res = self.execute(
+            "SELECT m.id, m.merged_at, CAST(m.source_person_id AS VARCHAR), CAST(m.target_person_id AS VARCHAR), "
+            "m.source_distinct_ids, m.source_properties, m.source_is_identified, m.source_created_at, m.reason, "
+            "(SELECT max(u.unmerged_at) FROM person_unmerges u WHERE u.project_id = m.project_id "
+            " AND u.merge_id = m.id) "
+            f"FROM person_merges m WHERE {' AND '.join(where)} ORDER BY m.id DESC", params)
+        return [{"id": r[0], "merged_at": r[1], "source_person_id": r[2], "target_person_id": r[3],
+                 "source_distinct_ids": orjson.loads(r[4]), "source_properties": orjson.loads(r[5]),
+                 "source_is_identified": r[6], "source_created_at": r[7], "reason": r[8],
+                 "undone": r[9] is not None, "unmerged_at": r[9]} for r in res.rows]
 
     def checkpoint(self) -> None:
         with self._lock:

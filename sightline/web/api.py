@@ -86,7 +86,8 @@ async def query(request: Request) -> Response:
 
 
 PROJECT_SETTINGS = {"test_account_filters", "path_cleaning_filters", "week_start_day", "anonymize_ips",
-                    "data_retention_days", "query_timeout_seconds", "retention_days"}
+                    "data_retention_days", "query_timeout_seconds", "retention_days",
+                    "store_ip", "trusted_proxies"}  # store_ip, trusted_proxies: sightline.web.client_ip
 
 
 def project_json(project) -> dict:
@@ -124,6 +125,10 @@ async def project(request: Request) -> Response:
                 from sightline.ops.prune import validate_retention_days
 
                 validate_retention_days(payload["retention_days"])
+            if "store_ip" in payload or "trusted_proxies" in payload:  # sightline.web.client_ip
+                from sightline.web.client_ip import validate_ip_settings
+
+                validate_ip_settings(payload)
             if "week_start_day" in payload and payload["week_start_day"] not in (0, 1):
                 raise InvalidInput("week_start_day is 0 (Sunday) or 1 (Monday).", attr="week_start_day")
             settings = {k: v for k, v in payload.items() if k in PROJECT_SETTINGS}
@@ -132,3 +137,150 @@ async def project(request: Request) -> Response:
     except SightlineError as exc:
         return error_response(exc)
     return json_response(project_json(proj))
+
+
+# -- persons: GDPR deletion, unmerge, split, merge log, audit trail (sightline.persons.admin) ------
+def _actor(request: Request) -> str:
+    """Who asks, for the audit log: the CLI, a signed-in user, or the API key's label."""
+    import hmac
+
+    from sightline.web.http import bearer_token
+
+    token = bearer_token(request)
+    if token is None:
+        from sightline.web.ui.auth import check_session
+
+        session = check_session(request)
+        return f"user {session.email}" if session is not None else "unknown"
+    control = getattr(request.app.state, "control_token", None)
+    if control is not None and hmac.compare_digest(token, control):
+        return "cli"
+    return "api key " + (request.app.state.core.meta.api_key_label(token) or "?")
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise InvalidInput(f"`{name}` is true or false, not {value[:20]!r}.", attr=name)
+
+
+def _person_id(request: Request) -> str:
+    import uuid
+
+    raw = request.path_params["person_id"]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFound("Person not found.") from None
+
+
+async def person_delete(request: Request) -> Response:
+    """`DELETE .../persons/<id>/?delete_events=true`: the person, its distinct ids and (with
+    ``delete_events``) its events are removed from storage; the audit log records it."""
+    from sightline.persons import admin
+
+    try:
+        require_api_key(request)
+        core = request.app.state.core
+        project = core.resolve_project(request.path_params["project_id"])
+        with_events = _flag(request, "delete_events")
+        result = await run_in_threadpool(admin.delete_person, core, project.id, person_id=_person_id(request),
+                                         with_events=with_events, actor=_actor(request))
+    except SightlineError as exc:
+        return error_response(exc)
+    return json_response(result)
+
+
+async def person_or_delete(request: Request) -> Response:
+    if request.method == "DELETE":
+        return await person_delete(request)
+    return await person(request)
+
+
+async def person_unmerge(request: Request) -> Response:
+    """`POST .../persons/<id>/unmerge/` with `{"merge_id": n}` or `{"distinct_id": "..."}`."""
+    from sightline.persons import admin
+    from sightline.web.http import read_json_object
+
+    try:
+        require_api_key(request)
+        core = request.app.state.core
+        project = core.resolve_project(request.path_params["project_id"])
+        payload = await read_json_object(request, core.settings.max_body_bytes)
+        unknown = set(payload) - {"merge_id", "distinct_id"}
+        if unknown:
+            raise InvalidInput(f"Unknown fields: {', '.join(sorted(unknown))}.", attr=sorted(unknown)[0])
+        merge_id, distinct_id = payload.get("merge_id"), payload.get("distinct_id")
+        if merge_id is not None and (not isinstance(merge_id, int) or isinstance(merge_id, bool)):
+            raise InvalidInput("`merge_id` is an integer.", attr="merge_id")
+        if distinct_id is not None and not isinstance(distinct_id, str):
+            raise InvalidInput("`distinct_id` is a string.", attr="distinct_id")
+        if merge_id is None and distinct_id is None:
+            raise InvalidInput('Send {"merge_id": <id from .../merges/>} or {"distinct_id": "<id to take back out>"}.',
+                               code="invalid_unmerge")
+        result = await run_in_threadpool(admin.unmerge, core, project.id, merge_id=merge_id,
+                                         distinct_id=distinct_id, person_id=_person_id(request),
+                                         actor=_actor(request))
+    except SightlineError as exc:
+        return error_response(exc)
+    return json_response(result)
+
+
+async def person_split(request: Request) -> Response:
+    """PostHog's `POST .../persons/<id>/split/` (optional `{"main_distinct_id": "..."}`)."""
+    from sightline.persons import admin
+    from sightline.web.http import read_json_object
+
+    try:
+        require_api_key(request)
+        core = request.app.state.core
+        project = core.resolve_project(request.path_params["project_id"])
+        payload = await read_json_object(request, core.settings.max_body_bytes)
+        main = payload.get("main_distinct_id")
+        if main is not None and not isinstance(main, str):
+            raise InvalidInput("`main_distinct_id` is a string.", attr="main_distinct_id")
+        result = await run_in_threadpool(admin.split, core, project.id, person_id=_person_id(request),
+                                         main_distinct_id=main, actor=_actor(request))
+    except SightlineError as exc:
+        return error_response(exc)
+    return json_response({"success": True, **result})
+
+
+async def person_merges(request: Request) -> Response:
+    """`GET .../persons/<id>/merges/`: the merges into (or of) this person, newest first."""
+    from sightline.persons import admin
+
+    try:
+        require_api_key(request)
+        core = request.app.state.core
+        project = core.resolve_project(request.path_params["project_id"])
+        rows = await run_in_threadpool(admin.merges, core, project.id, person_id=_person_id(request))
+    except SightlineError as exc:
+        return error_response(exc)
+    return json_response({"results": rows})
+
+
+async def audit_log(request: Request) -> Response:
+    """`GET .../audit_log/?action=&person_id=&limit=&before=`: data-protection operations."""
+    from sightline.persons import admin
+
+    try:
+        require_api_key(request)
+        core = request.app.state.core
+        project = core.resolve_project(request.path_params["project_id"])
+        q = request.query_params
+        limit = q.get("limit") or "100"
+        before = q.get("before")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            raise InvalidInput("`limit` is an integer from 1 to 1000.", attr="limit")
+        if before is not None and not before.isdigit():
+            raise InvalidInput("`before` is an audit entry id.", attr="before")
+        rows = await run_in_threadpool(admin.audit_log, core, project.id, action=q.get("action"),
+                                       person_id=q.get("person_id"), limit=int(limit),
+                                       before_id=int(before) if before else None)
+    except SightlineError as exc:
+        return error_response(exc)
+    return json_response({"results": rows})

@@ -96,7 +96,11 @@ def routes() -> list[Route]:
     out.append(Route(base + "/", api.project, methods=["GET", "PATCH"]))
     out.append(Route(base + "/events/", api.events, methods=["GET"]))
     out.append(Route(base + "/persons/", api.persons, methods=["GET"]))
-    out.append(Route(base + "/persons/{person_id}/", api.person, methods=["GET"]))
+    out.append(Route(base + "/persons/{person_id}/", api.person_or_delete, methods=["GET", "DELETE"]))
+    out.append(Route(base + "/persons/{person_id}/unmerge/", api.person_unmerge, methods=["POST"]))
+    out.append(Route(base + "/persons/{person_id}/split/", api.person_split, methods=["POST"]))
+    out.append(Route(base + "/persons/{person_id}/merges/", api.person_merges, methods=["GET"]))
+    out.append(Route(base + "/audit_log/", api.audit_log, methods=["GET"]))
     out.append(Route(base + "/query/", api.query, methods=["POST"]))
     out.append(Route(base + "/prune/", retention.prune, methods=["POST"]))  # sightline.ops.prune
     out.append(Route(base + "/cohorts/", cohorts.collection, methods=["GET", "POST"]))

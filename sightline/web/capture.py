@@ -17,6 +17,7 @@ from starlette.responses import Response
 from sightline.errors import AuthenticationFailed, SightlineError
 from sightline.ingest.decode import CaptureRequest, decode_capture, decode_v1_capture
 from sightline.ingest.normalize import normalize_batch, parse_timestamp, request_token
+from sightline.web.client_ip import apply_ip_policy, ip_policy
 from sightline.web.http import bearer_token, error_response, json_response, read_body
 
 UTC = timezone.utc
@@ -68,6 +69,7 @@ async def capture(request: Request) -> Response:
                                   "attr": None,
                                   "rejected": [r.to_json() for r in batch.rejected[:100]]}, status=400)
         if batch.events:
+            apply_ip_policy(batch.events, ip_policy(project, request))  # $ip: only if the project asks
             await asyncio.wrap_future(core.writer.submit(project.id, batch.events))
         core.metrics.capture_request(received=len(req.events), stored=len(batch.events),
                                      rejected=batch.rejected)
@@ -107,6 +109,7 @@ async def capture_v1(request: Request) -> Response:
                         raw["properties"].setdefault("$lib_version", version)
         batch = normalize_batch(req.events, now=datetime.now(UTC), sent_at=None)
         if batch.events:
+            apply_ip_policy(batch.events, ip_policy(project, request))
             await asyncio.wrap_future(core.writer.submit(project.id, batch.events))
         core.metrics.capture_request(received=len(req.events), stored=len(batch.events),
                                      rejected=batch.rejected)
