@@ -284,3 +284,77 @@ async def audit_log(request: Request) -> Response:
     except SightlineError as exc:
         return error_response(exc)
     return json_response({"results": rows})
+
+
+# -- live events for the web app: filter by event and properties, poll for new arrivals -----------
+LIVE_MAX_LIMIT = 500
+
+
+def _live_events(core, project_id: int, q) -> dict:
+    """Newest events (by timestamp) matching ``event`` and ``properties`` (PostHog property
+    filters, JSON); with ``since`` (a ``latest`` value from an earlier answer) only events stored
+    after it, so a page can poll. Values are bound parameters; keys go through the dialect."""
+    import orjson
+    from pydantic import ValidationError
+
+    from sightline.query.dialect import dialect_for
+    from sightline.query.filters import Scope, properties_sql
+    from sightline.query.model import PropertyFilter
+    from sightline.query.records import _iso, _limit, _ts_param
+
+    limit = min(_limit(q.get("limit") or "100"), LIVE_MAX_LIMIT)
+    scope = Scope(project_id, dialect_for(core.storage))
+    where = [f"e.project_id = {scope.project}"]
+    if q.get("event"):
+        where.append(f"e.event = {scope.params.add(q['event'], 'event')}")
+    if q.get("distinct_id"):
+        where.append(f"e.distinct_id = {scope.params.add(q['distinct_id'], 'distinct_id')}")
+    raw = q.get("properties")
+    if raw:
+        try:
+            items = orjson.loads(raw)
+            if not isinstance(items, list):
+                raise ValueError
+            filters = [PropertyFilter.model_validate(f) for f in items]
+        except (ValueError, orjson.JSONDecodeError, ValidationError):
+            raise InvalidInput('`properties` is a JSON list of filters such as '
+                               '[{"key": "$browser", "value": "Chrome", "operator": "exact", "type": "event"}].',
+                               attr="properties") from None
+        for f in filters:
+            if f.type not in ("event", "person"):
+                raise InvalidInput("Live events filter on event or person properties only.", attr="properties")
+        where.append(properties_sql(filters, scope))
+    since = _ts_param("since", q.get("since"))
+    if since is not None:
+        where.append(f"e.created_at > {scope.params.add(since, 'since')}")
+    order = "e.created_at DESC, e.timestamp DESC" if since is not None else "e.timestamp DESC, e.uuid DESC"
+    sql = (f"SELECT CAST(e.uuid AS VARCHAR), e.event, e.distinct_id, e.properties, e.timestamp, "
+           f"CAST({PERSON_ID_SQL} AS VARCHAR), e.created_at FROM events e{scope.joins()} "
+           f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT {scope.params.add(limit, 'limit')}")
+    rows = core.storage.execute(sql, scope.params.values).rows
+    results = [{"id": r[0], "uuid": r[0], "event": r[1], "distinct_id": r[2],
+                "properties": orjson.loads(r[3]) if r[3] else {}, "timestamp": _iso(r[4]),
+                "person_id": r[5], "created_at": _iso(r[6])} for r in rows]
+    results.sort(key=lambda e: e["timestamp"], reverse=True)
+    latest = max((r[6] for r in rows), default=since)
+    if since is None:  # the next poll asks for events stored after everything stored so far
+        newest = core.storage.execute("SELECT max(created_at) FROM events WHERE project_id = $p",
+                                      {"p": project_id}).rows
+        latest = newest[0][0] if newest and newest[0][0] is not None else latest
+    return {"results": results, "latest": _iso(latest) if latest is not None else None}
+
+
+PERSON_ID_SQL = "coalesce(o.override_person_id, e.person_id)"
+
+
+async def live_events(request: Request) -> Response:
+    """`GET .../live_events/?event=&properties=[...]&distinct_id=&since=&limit=` (web app)."""
+    try:
+        require_api_key(request)
+        core = request.app.state.core
+        project = core.resolve_project(request.path_params["project_id"])
+        await run_in_threadpool(core.sync)
+        out = await run_in_threadpool(_live_events, core, project.id, request.query_params)
+    except SightlineError as exc:
+        return error_response(exc)
+    return json_response(out)

@@ -101,6 +101,7 @@ def routes() -> list[Route]:
     out.append(Route(base + "/persons/{person_id}/split/", api.person_split, methods=["POST"]))
     out.append(Route(base + "/persons/{person_id}/merges/", api.person_merges, methods=["GET"]))
     out.append(Route(base + "/audit_log/", api.audit_log, methods=["GET"]))
+    out.append(Route(base + "/live_events/", api.live_events, methods=["GET"]))  # web app: Live events
     out.append(Route(base + "/query/", api.query, methods=["POST"]))
     out.append(Route(base + "/prune/", retention.prune, methods=["POST"]))  # sightline.ops.prune
     out.append(Route(base + "/cohorts/", cohorts.collection, methods=["GET", "POST"]))
