@@ -29,12 +29,14 @@ _cache: dict[tuple, tuple[float, Any]] = {}
 _cache_lock = threading.Lock()
 
 
-def _cached(key: tuple, compute: Callable[[], Any]) -> Any:
+def _cached(key: tuple, compute: Callable[[], Any], core=None) -> Any:
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(key)
         if hit and now - hit[0] < CACHE_SECONDS:
             return hit[1]
+    if core is not None:
+        core.sync()  # a miss sees every acknowledged event
     value = compute()
     with _cache_lock:
         if len(_cache) > 2000:
@@ -143,7 +145,7 @@ async def event_definitions(request: Request) -> Response:
         project = core.resolve_project(request.path_params["project_id"])
         limit = _limit(request, MAX_RESULTS, MAX_RESULTS)
         items = await run_in_threadpool(_cached, ("events", project.id),
-                                        lambda: event_names(core.storage, project.id))
+                                        lambda: event_names(core.storage, project.id), core)
     except SightlineError as exc:
         return error_response(exc)
     found = _search(items, request.query_params.get("search"))
@@ -162,7 +164,7 @@ async def property_definitions(request: Request) -> Response:
         if kind == "person":
             events = []
         items = await run_in_threadpool(_cached, ("props", project.id, kind, tuple(events)),
-                                        lambda: property_names(core.storage, project.id, kind, events))
+                                        lambda: property_names(core.storage, project.id, kind, events), core)
     except SightlineError as exc:
         return error_response(exc)
     found = _search(items, request.query_params.get("search"))
@@ -186,7 +188,7 @@ async def property_values(request: Request) -> Response:
         search = request.query_params.get("value") or None
         items = await run_in_threadpool(
             _cached, ("values", project.id, kind, key, event, search, limit),
-            lambda: property_values_of(core.storage, project.id, kind, key, event, search, limit))
+            lambda: property_values_of(core.storage, project.id, kind, key, event, search, limit), core)
     except SightlineError as exc:
         return error_response(exc)
     return json_response(items)

@@ -246,7 +246,7 @@ class SpaFallback(BaseRoute):
         if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             return Match.NONE, {}
         path: str = scope["path"]
-        if path.split("/", 2)[1] in RESERVED_SEGMENTS or "." in path.rsplit("/", 1)[-1]:
+        if path.split("/", 2)[1] in RESERVED_SEGMENTS or "." in path.rstrip("/").rsplit("/", 1)[-1]:
             return Match.NONE, {}
         accept = dict(scope["headers"]).get(b"accept", b"")
         if b"text/html" not in accept:
