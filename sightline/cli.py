@@ -114,7 +114,11 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
     app.state.control_token = control.announce(data_dir, f"http://{_connect_host(host)}:{port}")
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=15, server_header=False,
-                            log_config=None)
+                            log_config=None,
+                            # X-Forwarded-For is honoured only from SIGHTLINE_TRUSTED_PROXIES (and, for
+                            # captured $ip, a project's trusted_proxies: sightline.web.client_ip)
+                            proxy_headers=bool(os.environ.get("SIGHTLINE_TRUSTED_PROXIES", "").strip()),
+                            forwarded_allow_ips=os.environ.get("SIGHTLINE_TRUSTED_PROXIES", "").strip() or None)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM (the app's shutdown writes everything
     # queued and checkpoints), then re-raises the signal: make that a clean exit.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -216,21 +216,26 @@ def unmerge(core: "Sightline", project_id: int, *, merge_id: int | None = None,
                           properties_ts={k: min(holder.properties_ts.get(k, merged_ts), merged_ts) for k in props},
                           once_keys={k for k in props if k in holder.once_keys},
                           is_identified=bool(m["source_is_identified"]), version=1, distinct_ids=list(dids))
+        brought = dict(m["source_properties"])  # what the source's side gave the holder
         for ts, raw in _updates_since(core, project_id, dids, merged_at):
             p = orjson.loads(raw) if isinstance(raw, str) else (raw or {})
             t = ts.timestamp()
             if isinstance(p.get("$set"), dict):
                 apply_set(restored, p["$set"], t)
+                brought.update(p["$set"])
             if isinstance(p.get("$set_once"), dict):
                 apply_set_once(restored, p["$set_once"], t)
+                for k, v in p["$set_once"].items():
+                    brought.setdefault(k, v)
             unset = p.get("$unset")
             if isinstance(unset, (list, dict)):
                 apply_unset(restored, [k for k in unset if isinstance(k, str)], t)
         # the holder loses keys only the source brought (none of its own ids' events wrote them)
         own_keys = _keys_written(core, project_id, remaining)
         removed_keys = []
-        for key, value in m["source_properties"].items():
-            if key in holder.properties and holder.properties[key] == value and key not in own_keys:
+        for key, value in brought.items():
+            if key in holder.properties and key not in own_keys and \
+                    holder.properties[key] in (value, restored.properties.get(key, value)):
                 del holder.properties[key]
                 holder.properties_ts.pop(key, None)
                 holder.once_keys.discard(key)
