@@ -138,10 +138,10 @@ def run(ctx: QueryContext, a: InsightActorsQuery) -> dict:
         raise InvalidInput(f"Persons are not available for {source.kind}.", attr="source")
     ctes, p = builder(ctx, source, a)
     limit, offset = p.add(a.limit + 1, "limit"), p.add(a.offset, "offset")
-    sql = (ctes + "SELECT CAST(sel.actor AS VARCHAR), pr.properties, pr.created_at, pr.is_identified, "
-           "(SELECT list(d.distinct_id ORDER BY d.distinct_id) FROM person_distinct_ids d "
-           " WHERE d.project_id = pr.project_id AND d.person_id = pr.id) "
-           "FROM sel LEFT JOIN persons pr ON pr.id = TRY_CAST(sel.actor AS UUID) "
+    d = ctx.dialect
+    sql = (ctes + f"SELECT {d.to_text('sel.actor')}, pr.properties, pr.created_at, pr.is_identified, "
+           f"{d.distinct_ids_of('pr.id', 'pr.project_id')} "
+           f"FROM sel LEFT JOIN persons pr ON pr.id = {d.try_uuid('sel.actor')} "
            f"ORDER BY pr.created_at NULLS LAST, 1 LIMIT {limit} OFFSET {offset}")
     rows = ctx.execute(sql, p.values)
     results = []

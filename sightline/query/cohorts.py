@@ -138,7 +138,7 @@ def cohort_sql(cohort_id: Any, scope: Scope, cohorts: dict[int, dict], now: date
     if cohort.get("is_static"):
         members = scope.params.add(sorted(cohort.get("members") or []), "members")
         return (f"({PERSON_ID} IN (SELECT person_id FROM person_distinct_ids WHERE project_id = {scope.project} "
-                f"AND list_contains({members}, distinct_id)))")
+                f"AND {scope.dialect.has(members, 'distinct_id')}))")
     return _group_sql(cohort_property_group(cohort.get("filters")), scope, cohorts, now, seen + (cid,))
 
 
@@ -246,8 +246,7 @@ def members(core, project_id: int, cohort_id: int, limit: int = 100, offset: int
     p = scope.params
     sql = (f"WITH sel AS (SELECT DISTINCT e.person_id AS pid FROM (SELECT id AS person_id, project_id FROM persons "
            f"WHERE project_id = {scope.project}) e{scope.joins()} WHERE {cond}) "
-           "SELECT CAST(pr.id AS VARCHAR), pr.properties, "
-           "(SELECT list(d.distinct_id ORDER BY d.distinct_id) FROM person_distinct_ids d WHERE d.person_id = pr.id) "
+           f"SELECT {ctx.dialect.to_text('pr.id')}, pr.properties, {ctx.dialect.distinct_ids_of('pr.id')} "
            f"FROM sel JOIN persons pr ON pr.id = sel.pid ORDER BY pr.created_at, 1 "
            f"LIMIT {p.add(limit, 'limit')} OFFSET {p.add(offset, 'offset')}")
     return [{"id": r[0], "properties": orjson.loads(r[1]) if r[1] else {}, "distinct_ids": list(r[2] or [])}

@@ -12,7 +12,7 @@ from typing import Any
 
 from sightline.errors import InvalidInput
 from sightline.query.dates import resolve
-from sightline.query.dialect import DuckDBDialect, Params
+from sightline.query.dialect import DuckDBDialect, Params  # (ClickHouseDialect is one)
 from sightline.query.model import PropertyFilter, PropertyGroup
 
 NULL_SENTINEL = "$$_posthog_breakdown_null_$$"
@@ -59,7 +59,7 @@ class Scope:
                 names = ", ".join(c for c in SESSION_COLUMNS if c.startswith("$"))
                 raise InvalidInput(f"Unknown session property {key!r}; use one of {names}.", attr="key")
             self.session_join = True
-            return f'CAST(ses."{key}" AS VARCHAR)'
+            return self.dialect.to_text(f'ses."{key}"')
         raise InvalidInput(f"Property filters of type {kind!r} are not supported yet.", attr="type")
 
     def joins(self) -> str:
@@ -114,10 +114,10 @@ def filter_sql(f: PropertyFilter, scope: Scope) -> str:
         values = _values(f.value)
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             nums = params.add([float(v) for v in values], "num")
-            test = f"list_contains({nums}, {d.to_number(expr)})"
+            test = d.has(nums, d.to_number(expr))
         else:
             texts = params.add([_text(v) for v in values], "val")
-            test = f"list_contains({texts}, {expr})"
+            test = d.has(texts, expr)
         if op in ("exact", "in"):
             return f"coalesce({test}, false)"
         return f"(NOT coalesce({test}, false))"
@@ -144,9 +144,9 @@ def filter_sql(f: PropertyFilter, scope: Scope) -> str:
         when = params.add(point.isoformat(), "date")
         ts = d.to_timestamp(expr)
         if op == "is_date_exact":
-            return f"coalesce(CAST({ts} AS DATE) = CAST({when} AS DATE), false)"
+            return f"coalesce({d.to_date(ts)} = {d.date_param(when)}, false)"
         sym = "<" if op == "is_date_before" else ">"
-        return f"coalesce({ts} {sym} CAST({when} AS TIMESTAMPTZ), false)"
+        return f"coalesce({ts} {sym} {d.cast_timestamp(when)}, false)"
     raise InvalidInput(f"Unknown operator {op!r}.", attr="operator")
 
 

@@ -121,13 +121,14 @@ class FunnelSQL:
     def actors_sql(self) -> str:
         """One row per (actor, breakdown value): steps reached (0-based) and step timestamps."""
         q, n, win = self.q, self.n, self.window
+        d = self.scope.dialect
         attribution = q.funnelsFilter.breakdownAttributionType
         has_bd = self.breakdown() is not None
         part = "actor, bv_key" if (has_bd and attribution == "all_events") else "actor"
         ctes = [f"raw AS ({self.events_cte()})"]
         if has_bd and attribution in ("first_touch", "last_touch"):
-            agg = "arg_min" if attribution == "first_touch" else "arg_max"
-            ctes.append(f"bvs AS (SELECT actor, {agg}(bv, ts) FILTER (WHERE bv IS NOT NULL) AS bv_key FROM raw GROUP BY actor)")
+            agg = d.arg_min("bv", "ts") if attribution == "first_touch" else d.arg_max("bv", "ts")
+            ctes.append(f"bvs AS (SELECT actor, {agg} FILTER (WHERE bv IS NOT NULL) AS bv_key FROM raw GROUP BY actor)")
             ctes.append("ev0 AS (SELECT raw.*, bvs.bv_key FROM raw JOIN bvs USING (actor))")
         elif has_bd and attribution == "all_events":
             ctes.append("ev0 AS (SELECT raw.*, bv AS bv_key FROM raw WHERE bv IS NOT NULL)")
@@ -135,7 +136,7 @@ class FunnelSQL:
             k = q.funnelsFilter.breakdownAttributionValue + 1
             ctes.append(f"bvs AS (SELECT DISTINCT actor, bv AS bv_key FROM raw WHERE s{k} AND bv IS NOT NULL)")
             # an event fills step k only if its own value is the candidate value
-            ctes.append(f"ev0 AS (SELECT raw.* REPLACE (s{k} AND raw.bv IS NOT DISTINCT FROM bvs.bv_key AS s{k}), "
+            ctes.append(f"ev0 AS (SELECT raw.* REPLACE (s{k} AND {d.not_distinct('raw.bv', 'bvs.bv_key')} AS s{k}), "
                         f"bvs.bv_key FROM raw JOIN bvs USING (actor))")
             part = "actor, bv_key"
         else:
@@ -145,7 +146,7 @@ class FunnelSQL:
         # whether the next event is another start (s2 is s1 for one-step inputs that never prune)
         nxt_start = "lead(s1 AND NOT s2) OVER w" if n > 1 else "false"
         ctes.append(f"ev AS (SELECT *, row_number() OVER w AS q, {nxt_start} AS dominated "
-                    f"FROM (SELECT * EXCLUDE (bv_key), coalesce(CAST(bv_key AS VARCHAR), '') AS bk FROM ev0) "
+                    f"FROM (SELECT {d.except_columns('*', ['bv_key'])}, coalesce({d.to_text('bv_key')}, '') AS bk FROM ev0) "
                     f"WINDOW w AS (PARTITION BY {part} ORDER BY ts, first_step, uuid))")
         on = "c.actor = n.actor" + (" AND c.bk = n.bk" if part != "actor" else "")
         if self.order == "unordered":
@@ -173,7 +174,7 @@ class FunnelSQL:
                 join = f"LEFT JOIN s{k}_ n ON {on} AND n.q = c.nx{k - 1}"
             else:
                 join = f"ASOF LEFT JOIN s{k}_ n ON {on} AND n.q > c.q{k - 1}"
-            ok = f"n.ts IS NOT NULL AND c.t{k - 1} IS NOT NULL AND epoch(n.ts) - epoch(c.t1) <= {win}"
+            ok = f"n.ts IS NOT NULL AND c.t{k - 1} IS NOT NULL AND {d.epoch('n.ts')} - {d.epoch('c.t1')} <= {win}"
             carry = f", CASE WHEN {ok} THEN n.nx{k} END AS nx{k}" if strict and k < n else ""
             ctes.append(f"c{k} AS (SELECT c.*, CASE WHEN {ok} THEN n.q END AS q{k}, "
                         f"CASE WHEN {ok} THEN n.ts END AS t{k}{carry} FROM c{k - 1} c {join})")
@@ -189,7 +190,7 @@ class FunnelSQL:
             last = f"cx{i}"
             excl_terms.append(f"(q{a} IS NOT NULL AND xq{i} IS NOT NULL AND "
                               f"(CASE WHEN q{b} IS NOT NULL THEN xq{i} < q{b} "
-                              f"ELSE epoch(xt{i}) - epoch(t1) <= {win} END))")
+                              f"ELSE {d.epoch(f'xt{i}')} - {d.epoch('t1')} <= {win} END))")
         excluded = " OR ".join(excl_terms) or "false"
         ts_cols = ", ".join(f"t{k}" for k in range(1, n + 1))
         ctes.append(f"attempts AS (SELECT actor, bk, {ts_cols}, {reached} AS reached, ({excluded}) AS excluded "
@@ -205,12 +206,14 @@ class FunnelSQL:
 
     def _unordered(self, ctes: list[str], part: str) -> str:
         n, win = self.n, self.window
+        d = self.scope.dialect
         lasts = ", ".join(f"max(CASE WHEN s{k} THEN ts END) OVER w AS l{k}" for k in range(1, n + 1))
         ctes.append(f"lasts AS (SELECT actor, bk, ts, {lasts} FROM ev "
                     f"WINDOW w AS (PARTITION BY {part} ORDER BY q ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))")
-        done = " + ".join(f"(l{k} IS NOT NULL AND epoch(ts) - epoch(l{k}) <= {win})::INT" for k in range(1, n + 1))
+        done = " + ".join(f"(l{k} IS NOT NULL AND {d.epoch('ts')} - {d.epoch(f'l{k}')} <= {win})::INT"
+                          for k in range(1, n + 1))
         ctes.append(f"anchors AS (SELECT actor, bk, ts, ({done}) AS completed FROM lasts)")
-        ts_cols = ", ".join(f"NULL::TIMESTAMPTZ AS t{k}" for k in range(1, n + 1))
+        ts_cols = ", ".join(f"{d.null_timestamp()} AS t{k}" for k in range(1, n + 1))
         ctes.append(f"actors AS (SELECT actor, nullif(bk, '') AS bv_key, max(completed) - 1 AS reached, {ts_cols} "
                     f"FROM anchors GROUP BY actor, bk HAVING max(completed) > 0)")
         return "WITH " + ", ".join(ctes)
@@ -246,10 +249,13 @@ def _final(f: FunnelSQL) -> tuple[str, bool]:
 
 def _steps(ctx: QueryContext, q: FunnelsQuery, f: FunnelSQL) -> dict:
     n = f.n
+    d = ctx.dialect
     sql_with, has_bd = _final(f)
     counts = ", ".join(f"count(*) FILTER (WHERE reached >= {k})" for k in range(n))
-    avgs = ", ".join(f"avg(epoch(t{k + 1}) - epoch(t{k})) FILTER (WHERE reached >= {k})" for k in range(1, n))
-    meds = ", ".join(f"median(epoch(t{k + 1}) - epoch(t{k})) FILTER (WHERE reached >= {k})" for k in range(1, n))
+    avgs = ", ".join(f"avg({d.epoch(f't{k + 1}')} - {d.epoch(f't{k}')}) FILTER (WHERE reached >= {k})"
+                     for k in range(1, n))
+    meds = ", ".join(f"{d.median(d.epoch(f't{k + 1}') + ' - ' + d.epoch(f't{k}'))} FILTER (WHERE reached >= {k})"
+                     for k in range(1, n))
     cols = ", ".join(x for x in (counts, avgs, meds) if x)
     sql = f"{sql_with} SELECT bd, {cols} FROM final GROUP BY bd"
     rows = ctx.execute(sql, f.scope.params.values)
@@ -290,7 +296,9 @@ def _time_to_convert(ctx: QueryContext, q: FunnelsQuery, f: FunnelSQL) -> dict:
     to = q.funnelsFilter.funnelToStep if q.funnelsFilter.funnelToStep is not None else n - 1
     if not 0 <= frm < to <= n - 1:
         raise InvalidInput("funnelFromStep must be less than funnelToStep, within the steps.", attr="funnelToStep")
-    sql = (f"{f.actors_sql()} SELECT epoch(t{to + 1}) - epoch(t{frm + 1}) FROM actors WHERE reached >= {to}")
+    d = ctx.dialect
+    sql = (f"{f.actors_sql()} SELECT {d.epoch(f't{to + 1}')} - {d.epoch(f't{frm + 1}')} FROM actors "
+           f"WHERE reached >= {to}")
     times = [float(r[0]) for r in ctx.execute(sql, f.scope.params.values) if r[0] is not None]
     if not times:
         return {"results": {"bins": [], "average_conversion_time": None}, "kind": "FunnelsQuery"}

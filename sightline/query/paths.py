@@ -53,21 +53,22 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
     label_cases, event_conds = [], []
     if "$pageview" in types:
         url = d.event_property(p, "$current_url")
-        label_cases.append(f"WHEN e.event = '$pageview' THEN regexp_replace({url}, '(.)/$', '\\1')")
+        trimmed = d.regexp_replace(url, d.string("(.)/$"), d.string("\\1"))
+        label_cases.append(f"WHEN e.event = '$pageview' THEN {trimmed}")
         event_conds.append("e.event = '$pageview'")
     if "$screen" in types:
         label_cases.append(f"WHEN e.event = '$screen' THEN {d.event_property(p, '$screen_name')}")
         event_conds.append("e.event = '$screen'")
     if "custom_event" in types:
-        label_cases.append("WHEN NOT starts_with(e.event, '$') THEN e.event")
-        event_conds.append("NOT starts_with(e.event, '$')")
+        label_cases.append(f"WHEN NOT {d.starts_with('e.event', d.string('$'))} THEN e.event")
+        event_conds.append(f"NOT {d.starts_with('e.event', d.string('$'))}")
     if not label_cases:
         raise InvalidInput("Paths need at least one of $pageview, $screen, custom_event in includeEventTypes.",
                            attr="includeEventTypes")
     label = "CASE " + " ".join(label_cases) + " END"
     for rule in _rules(ctx, q):
-        label = (f"regexp_replace({label}, {p.add(str(rule['regex']), 're')}, "
-                 f"{p.add(_sql_alias(str(rule.get('alias', ''))), 'alias')}, 'g')")
+        label = d.regexp_replace(label, p.add(str(rule['regex']), 're'),
+                                 p.add(_sql_alias(str(rule.get('alias', ''))), 'alias'), all_matches=True)
     excluded = getattr(q.pathsFilter, "excludeEvents", None) or []
     where = [f"e.project_id = {scope.project}", f"e.timestamp >= {p.add(rng.start, 'start')}",
              f"e.timestamp <= {p.add(rng.end, 'end')}", "(" + " OR ".join(event_conds) + ")",
@@ -79,12 +80,12 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
         f"ev AS (SELECT {PERSON_ID} AS actor, e.timestamp AS ts, {label} AS label FROM events e{scope.joins()} "
         f"WHERE {' AND '.join(w for w in where if w != 'true')})",
         "ev2 AS (SELECT * FROM ev WHERE label IS NOT NULL" +
-        (f" AND NOT list_contains({p.add([str(x) for x in excluded], 'ex')}, label))" if excluded else ")"),
-        f"g AS (SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR epoch(ts) - epoch(lag(ts) OVER w) >= "
+        (f" AND NOT {d.has(p.add([str(x) for x in excluded], 'ex'), 'label')})" if excluded else ")"),
+        f"g AS (SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR {d.epoch('ts')} - {d.epoch('lag(ts) OVER w')} >= "
         f"{SESSION_GAP_SECONDS} THEN 1 ELSE 0 END AS brk FROM ev2 WINDOW w AS (PARTITION BY actor ORDER BY ts))",
         "s AS (SELECT *, sum(brk) OVER (PARTITION BY actor ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM g)",
         "c AS (SELECT * FROM (SELECT *, lead(label) OVER (PARTITION BY actor, sid ORDER BY ts) AS nxt FROM s) "
-        "WHERE nxt IS DISTINCT FROM label)",
+        f"WHERE {d.distinct('nxt', 'label')})",
         "n AS (SELECT actor, sid, ts, label, row_number() OVER (PARTITION BY actor, sid ORDER BY ts) AS pos FROM c)",
     ]
     if pf.startPoint and pf.endPoint:
@@ -103,7 +104,7 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
         ctes.append(f"kept AS (SELECT actor, sid, ts, label, pos AS k FROM n WHERE pos <= {limit})")
     sql = ("WITH " + ", ".join(ctes) +
            " SELECT a.k || '_' || a.label, b.k || '_' || b.label, count(*), "
-           "avg(epoch_ms(b.ts) - epoch_ms(a.ts)) FROM kept a JOIN kept b "
+           f"avg({d.epoch_ms('b.ts')} - {d.epoch_ms('a.ts')}) FROM kept a JOIN kept b "
            "ON a.actor = b.actor AND a.sid = b.sid AND b.k = a.k + 1 GROUP BY 1, 2")
     edges = [(src, dst, int(v), float(t)) for src, dst, v, t in ctx.execute(sql, p.values)]
     return _result(edges, q)
@@ -112,8 +113,9 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
 def _both(ctx: QueryContext, q: PathsQuery, ctes: list[str], p) -> dict:
     pf = q.pathsFilter
     limit = pf.stepLimit
-    sql = ("WITH " + ", ".join(ctes) + " SELECT list(label ORDER BY pos), list(epoch_ms(ts) ORDER BY pos) "
-           f"FROM n GROUP BY actor, sid HAVING list_contains(list(label), {p.add(pf.startPoint, 'sp')})")
+    d = ctx.dialect
+    sql = ("WITH " + ", ".join(ctes) + f" SELECT {d.list_agg('label', 'pos')}, {d.list_agg(d.epoch_ms('ts'), 'pos')} "
+           f"FROM n GROUP BY actor, sid HAVING {d.has(d.list_agg('label', 'pos'), p.add(pf.startPoint, 'sp'))}")
     counts: Counter = Counter()
     times: dict = defaultdict(list)
     for labels, stamps in ctx.execute(sql, p.values):

@@ -36,12 +36,6 @@ def cohort_range(ctx: QueryContext, q: RetentionQuery) -> Range:
     return Range(base.tz, start, end_excl - timedelta(microseconds=1), unit, ctx.week_start_monday)
 
 
-def _period_diff(unit: str, a: str, b: str) -> str:
-    if unit == "week":
-        return f"(date_diff('day', {a}, {b}) // 7)"
-    return f"date_diff('{unit}', {a}, {b})"
-
-
 def build(ctx: QueryContext, q: RetentionQuery):
     """The cohort CTEs: s(actor, cohort) starts, r(actor, b) returns, k(cohort, actor, k) returns by period."""
     rf = q.retentionFilter
@@ -82,13 +76,13 @@ def build(ctx: QueryContext, q: RetentionQuery):
             first_cond = f"e.event = {p.add(rf.targetEntity.event, 'event')}"
         starts = (f"SELECT actor, cohort, bv FROM (SELECT {actor} AS actor, "
                   f"{d.trunc(unit, d.local('min(e.timestamp)', tz), ctx.week_start_monday)} AS cohort, "
-                  f"arg_min({bv}, e.timestamp) AS bv, "
-                  f"arg_min({target}, e.timestamp) AS ok FROM events e{joins} WHERE {base_where} AND {first_cond} "
+                  f"{d.arg_min(bv, 'e.timestamp')} AS bv, "
+                  f"{d.arg_min(target, 'e.timestamp')} AS ok FROM events e{joins} WHERE {base_where} AND {first_cond} "
                   f"AND e.timestamp <= {end} GROUP BY 1) "
-                  f"WHERE cohort >= timezone({tz}, {start}) AND ok")
+                  f"WHERE cohort >= {d.local(start, tz)} AND ok")
     returns = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS b, {bv} AS bv FROM events e{joins} "
                f"WHERE {base_where} AND {returning} AND e.timestamp >= {start} AND e.timestamp <= {end}")
-    diff = _period_diff(unit, "s.cohort", "r.b")
+    diff = d.period_diff(unit, "s.cohort", "r.b")
     ctes = (f"WITH s AS ({starts}), r AS ({returns}), "
             f"k AS (SELECT s.cohort, s.actor, s.bv, {diff} AS k FROM s JOIN r ON r.actor = s.actor "
             f"AND r.bv = s.bv AND r.b > s.cohort) ")

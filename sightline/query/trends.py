@@ -69,9 +69,9 @@ def _math_select(scope: Scope, series: EventsNode, q: TrendsQuery) -> tuple[str,
         return "count(*)", False
     if m in ("dau", "unique_group", "weekly_active", "monthly_active"):
         actor = _actor(scope, series, q)
-        return f"count(DISTINCT {actor})", False
+        return d.count_distinct(actor), False
     if m == "unique_session":
-        return "count(DISTINCT nullif(e.session_id, ''))", False
+        return d.count_distinct("nullif(e.session_id, '')"), False
     if m in PROPERTY_MATHS:
         if not series.math_property:
             raise InvalidInput(f"math {m!r} needs a `math_property`.", attr="math_property")
@@ -118,15 +118,15 @@ def series_data(ctx: QueryContext, q: TrendsQuery, series: EventsNode, rng: Rang
         where = _where(ctx, scope, q, series, active_from, end)
         if total:
             anchor = d.trunc(unit, d.local(end, tz))
-            body = (f"SELECT NULL AS bucket, {bv_sel} AS bv, count(DISTINCT {actor}) AS value "
+            body = (f"SELECT NULL AS bucket, {bv_sel} AS bv, {d.count_distinct(actor)} AS value "
                     f"FROM events e{{joins}} WHERE {where} AND {d.trunc(unit, local_ts)} > "
                     f"{anchor} - INTERVAL {days} DAY GROUP BY ALL")
         else:
             buckets = params.add([b for b in rng.buckets()], "buckets")
             body = (f"WITH active AS (SELECT DISTINCT {actor} AS actor, {bv_sel} AS bv, "
                     f"{d.trunc(unit, local_ts)} AS t FROM events e{{joins}} WHERE {where}), "
-                    f"b AS (SELECT unnest({buckets}) AS bucket) "
-                    f"SELECT b.bucket, a.bv, count(DISTINCT a.actor) AS value FROM b JOIN active a "
+                    f"b AS (SELECT {d.unnest(buckets)} AS bucket) "
+                    f"SELECT b.bucket, a.bv, {d.count_distinct('a.actor')} AS value FROM b JOIN active a "
                     f"ON a.t > b.bucket - INTERVAL {days} DAY AND a.t <= b.bucket GROUP BY ALL")
     else:
         where = _where(ctx, scope, q, series, start, end)
@@ -135,7 +135,7 @@ def series_data(ctx: QueryContext, q: TrendsQuery, series: EventsNode, rng: Rang
             actor = _actor(scope, series, q)
             all_where = _where(ctx, scope, q, series, params.add(datetime(1970, 1, 1, tzinfo=timezone.utc), "start"), end)
             first_bucket = d.trunc(interval, d.local("first_ts", tz)) if not total else "NULL"
-            body = (f"WITH firsts AS (SELECT {actor} AS actor, arg_min({bv_sel}, e.timestamp) AS bv, "
+            body = (f"WITH firsts AS (SELECT {actor} AS actor, {d.arg_min(bv_sel, 'e.timestamp')} AS bv, "
                     f"min(e.timestamp) AS first_ts FROM events e{{joins}} WHERE {all_where} GROUP BY 1) "
                     f"SELECT {first_bucket} AS bucket, bv, count(*) AS value FROM firsts "
                     f"WHERE first_ts >= {start} AND first_ts <= {end} GROUP BY ALL")
