@@ -43,11 +43,14 @@ const baseLayout = (compact) => ({
 const config = { displaylogo: false, responsive: true, displayModeBar: 'hover',
   modeBarButtonsToRemove: ['lasso2d', 'select2d', 'autoScale2d'] };
 
+const SPECIAL = { '$$_posthog_breakdown_other_$$': 'Other', '$$_posthog_breakdown_null_$$': '(none)' };
+export const breakdownLabel = (v) => (Array.isArray(v) ? v.map(breakdownLabel).join(', ') : SPECIAL[v] ?? (v === '' || v === null ? '(none)' : String(v)));
+
 export function seriesLabel(item, query) {
   const name = item.action?.custom_name || item.action?.name || item.label;
   const multi = (query.series || []).length > 1;
   if (item.breakdown_value !== undefined && item.breakdown_value !== null) {
-    const bv = Array.isArray(item.breakdown_value) ? item.breakdown_value.join(', ') : item.breakdown_value;
+    const bv = breakdownLabel(item.breakdown_value);
     return multi ? `${name} · ${bv}` : String(bv);
   }
   if (item.compare_label) return `${name} (${item.compare_label})`;
@@ -137,7 +140,7 @@ function funnel(el, query, results, compact) {
   const data = groups.map((steps, i) => {
     const first = steps[0].count || 0;
     const bv = steps[0].breakdown_value ?? steps[0].breakdown;
-    return { type: 'bar', name: bv === undefined ? 'Persons' : String(Array.isArray(bv) ? bv.join(', ') : bv),
+    return { type: 'bar', name: bv === undefined ? 'Persons' : breakdownLabel(bv),
       x: names, y: steps.map((s) => s.count), marker: { color: COLORS[i % COLORS.length] },
       text: steps.map((s) => `${fmt(s.count)} (${pct(first ? s.count / first : 0)})`), textposition: 'outside',
       cliponaxis: false, hovertemplate: '%{x}: %{text}<extra>%{fullData.name}</extra>' };
@@ -170,7 +173,7 @@ function funnelTable(groups, compact) {
     const bv = steps[0].breakdown_value ?? steps[0].breakdown;
     const first = steps[0].count || 0;
     const last = steps[steps.length - 1].count;
-    return [String(Array.isArray(bv) ? bv.join(', ') : bv), ...steps.map((s) => fmt(s.count)), pct(first ? last / first : 0)];
+    return [breakdownLabel(bv), ...steps.map((s) => fmt(s.count)), pct(first ? last / first : 0)];
   });
   return table(['Breakdown', ...names, 'Conversion'], rows, [false, ...names.map(() => true), true], 'funnel-table');
 }

@@ -85,6 +85,7 @@ export async function render(main, ctx) {
   let query = fromUrl || (insight ? insight.query : defaultQuery('TrendsQuery'));
   const dashboardFromUrl = ctx.query.get('dashboard');
   let lastResponse = null;
+  let lastQuery = null;
   let plotDiv = null;
   let controller = null;
 
@@ -159,12 +160,15 @@ export async function render(main, ctx) {
     status.textContent = 'Calculating…';
     const started = performance.now();
     try {
-      const [response] = await Promise.all([runQuery(query, { signal: mine.signal, refresh }), loadPlotly().catch(() => null)]);
+      const snapshot = JSON.parse(JSON.stringify(query));  // the editors keep changing `query`
+      const [response] = await Promise.all([runQuery(snapshot, { signal: mine.signal, refresh }), loadPlotly().catch(() => null)]);
       if (mine !== controller || !ctx.isCurrent()) return;
       lastResponse = response;
-      plotDiv = await renderResult(chart, query, response);
-      clear(details, seriesTable(query, response));
+      lastQuery = snapshot;
+      plotDiv = await renderResult(chart, snapshot, response);
+      clear(details, seriesTable(snapshot, response));
       status.textContent = `Calculated in ${Math.round(performance.now() - started)} ms`;
+      chart.dataset.query = JSON.stringify(snapshot);  // what is drawn (tests and tools read it)
       chart.dataset.ready = 'true';
     } catch (err) {
       if (err.name === 'AbortError' || mine !== controller) return;
@@ -420,7 +424,7 @@ export async function render(main, ctx) {
 
   function exportCSV() {
     if (!lastResponse) return toast('Nothing to export yet.', 'error');
-    const blob = new Blob([toCSV(toRows(query, lastResponse))], { type: 'text/csv' });
+    const blob = new Blob([toCSV(toRows(lastQuery, lastResponse))], { type: 'text/csv' });
     download(URL.createObjectURL(blob), `${fileName()}.csv`);
   }
 
