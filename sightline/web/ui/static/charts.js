@@ -194,8 +194,9 @@ function retention(el, query, results, compact) {
       row.values.map((v, i) => {
         const share = size ? v.count / size : 0;
         const future = ri + i >= results.length && v.count === 0;  // that period has not happened yet
-        const bg = future ? '#fff' : `rgba(29, 74, 255, ${(0.08 + 0.8 * share).toFixed(3)})`;
-        const color = share > 0.5 ? '#fff' : '#10213f';
+        // dark text on at most 60% blue keeps WCAG AA contrast in every cell
+        const bg = future ? '#fff' : `rgba(29, 74, 255, ${(0.06 + 0.54 * share).toFixed(3)})`;
+        const color = '#10213f';
         return h('td', { class: 'num heat-cell', style: `background:${bg};color:${color}`, title: `${v.count} of ${size}` },
           future ? '' : pct(share));
       }));
