@@ -226,18 +226,22 @@ def demo(data_dir: Path, n_events: int, seed: int, days: int, no_progress: bool)
 @click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default=None,
               help="Output format (default: from OUT's extension, else parquet).")
 @click.option("--event", "events", multiple=True, help="Only these events (repeatable).")
-@click.option("--after", help="Only events at or after this ISO timestamp.")
-@click.option("--before", help="Only events before this ISO timestamp.")
+@click.option("--after", help="Only events at or after this moment: 2026-01-01, an ISO timestamp, "
+              "or relative (-30d, -24h, -2w, -6m, -1y).")
+@click.option("--before", help="Only events before this moment (same forms as --after).")
+@click.option("--project", "project_id", type=int, default=None, help="Project id (default: the first project).")
 def export(out: Path, data_dir: Path, fmt: str | None, events: tuple[str, ...], after: str | None,
-           before: str | None) -> None:
-    """Write your events to a Parquet or JSON-lines file (streamed, any size)."""
-    from sightline.ingest.bulk import export_events
+           before: str | None, project_id: int | None) -> None:
+    """Write your events to a Parquet or JSON-lines file (streamed in time order, in constant
+    memory, any size). E.g. `sightline export last-week.jsonl --after -7d --event purchase`."""
+    from sightline.ops.export import export_events
 
     if fmt is None:
         fmt = "jsonl" if out.suffix in (".jsonl", ".ndjson", ".json") else "parquet"
     core = _open(data_dir)
     try:
-        n = export_events(core, out, fmt=fmt, events=list(events), after=after, before=before)
+        n = export_events(core, out, fmt=fmt, events=list(events), after=after, before=before,
+                          project_id=project_id)
     except SightlineError as exc:
         core.close()
         _fail(exc)

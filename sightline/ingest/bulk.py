@@ -490,64 +490,10 @@ def _progress_bar(enabled: bool, total: int | None, desc: str, unit_size: int | 
 
 
 # -- export ----------------------------------------------------------------------------------
-EXPORT_SQL = (
-    "SELECT CAST(e.uuid AS VARCHAR) AS uuid, e.event, e.distinct_id, "
-    "CAST(coalesce(o.override_person_id, e.person_id) AS VARCHAR) AS person_id, e.timestamp, "
-    "CAST(e.properties AS VARCHAR) AS properties "
-    "FROM events e LEFT JOIN person_overrides o ON o.project_id = e.project_id "
-    "AND o.old_person_id = e.person_id WHERE {where} ORDER BY e.timestamp, e.uuid")
-
-
 def export_events(core, out: Path, *, fmt: str = "parquet", events: Sequence[str] = (),
                   after: Any = None, before: Any = None, project_id: int | None = None) -> int:
-    """Stream the project's events to ``out``; returns how many were written."""
-    project = core.resolve_project(project_id)
-    where = ["e.project_id = $project"]
-    params: dict[str, Any] = {"project": project.id}
-    if events:
-        where.append("e.event IN (SELECT unnest($events))")
-        params["events"] = list(events)
-    for name, op, value in (("after", ">=", after), ("before", "<", before)):
-        if value:
-            ts = parse_timestamp(str(value))
-            if ts is None:
-                raise InvalidInput(f"--{name} must be an ISO-8601 timestamp.", code="invalid_timestamp")
-            where.append(f"e.timestamp {op} ${name}")
-            params[name] = ts
-    sql = EXPORT_SQL.format(where=" AND ".join(where))
-    tmp = out.with_name(out.name + ".partial")
-    written = 0
-    batches = core.storage.stream(sql, params)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    """Stream the project's events to ``out``; returns how many were written
+    (see :func:`sightline.ops.export.export_events`)."""
+    from sightline.ops.export import export_events as export
 
-        writer = None
-        try:
-            for batch in batches:
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, batch.schema, compression="zstd")
-                writer.write_batch(batch)
-                written += batch.num_rows
-            if writer is None:
-                schema = pa.schema([("uuid", pa.string()), ("event", pa.string()), ("distinct_id", pa.string()),
-                                    ("person_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
-                                    ("properties", pa.string())])
-                writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-        finally:
-            if writer is not None:
-                writer.close()
-    elif fmt == "jsonl":
-        with open(tmp, "wb") as fh:
-            for batch in batches:
-                cols = batch.to_pydict()
-                for i in range(batch.num_rows):
-                    fh.write(orjson.dumps({
-                        "uuid": cols["uuid"][i], "event": cols["event"][i],
-                        "distinct_id": cols["distinct_id"][i], "person_id": cols["person_id"][i],
-                        "timestamp": cols["timestamp"][i].astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                        "properties": orjson.loads(cols["properties"][i] or "{}")}) + b"\n")
-                written += batch.num_rows
-    else:
-        raise InvalidInput(f"Unknown export format {fmt!r}: use parquet or jsonl.", code="unknown_format")
-    tmp.replace(out)
-    return written
+    return export(core, out, fmt=fmt, events=events, after=after, before=before, project_id=project_id)

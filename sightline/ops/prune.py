@@ -125,14 +125,18 @@ def run_retention(core, now: datetime | None = None) -> dict[str, Any]:
     return out
 
 
-def retention_interval() -> float:
-    """Seconds between runs of the server's retention job (SIGHTLINE_RETENTION_INTERVAL)."""
+def retention_interval() -> float | None:
+    """Seconds between runs of the server's retention job (SIGHTLINE_RETENTION_INTERVAL,
+    default a day); ``0`` or ``off`` turns the job off (None)."""
     import os
 
-    raw = os.environ.get("SIGHTLINE_RETENTION_INTERVAL", "")
+    raw = os.environ.get("SIGHTLINE_RETENTION_INTERVAL", "").strip().lower()
+    if raw in ("0", "off", "false", "no"):
+        return None
     try:
         value = float(raw) if raw else DEFAULT_INTERVAL_S
     except ValueError:
+        log.warning("SIGHTLINE_RETENTION_INTERVAL=%r is not a number of seconds; using a day", raw)
         value = DEFAULT_INTERVAL_S
     return max(value, 0.1)
 
@@ -145,8 +149,11 @@ async def retention_loop(core, state: Any) -> None:
     from starlette.concurrency import run_in_threadpool
 
     interval = retention_interval()
-    status = {"runs": 0, "last_run_at": None, "last_result": None, "last_error": None}
+    status = {"runs": 0, "last_run_at": None, "last_result": None, "last_error": None,
+              "interval_seconds": interval}
     state.retention = status
+    if interval is None:
+        return
     await asyncio.sleep(min(interval, 60.0))
     while True:
         try:
