@@ -102,7 +102,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _copy_sqlite(src: Path, dst: Path) -> None:
     """SQLite's online backup API: a consistent copy while other connections write."""
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    from sightline.ops.migrations import sqlite_readonly
+
+    source = sqlite_readonly(src)
     target = sqlite3.connect(str(dst))
     try:
         source.backup(target)
@@ -113,7 +115,9 @@ def _copy_sqlite(src: Path, dst: Path) -> None:
 
 
 def sqlite_counts(path: Path) -> dict[str, int]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    from sightline.ops.migrations import sqlite_readonly
+
+    con = sqlite_readonly(path)
     try:
         names = [r[0] for r in con.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]

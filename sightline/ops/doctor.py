@@ -102,13 +102,13 @@ def check_disk(data_dir: Path, t: Thresholds) -> Check:
 
 
 def check_schema(data_dir: Path, server_running: bool) -> Check:
-    from sightline.ops.migrations import CURRENT_VERSION, read_versions, meta_version
+    from sightline.ops.migrations import CURRENT_VERSION, meta_version, read_versions
 
     try:
         if server_running or not (data_dir / "events.duckdb").exists():
             meta, events = meta_version(data_dir / "meta.sqlite"), None
         else:
-            v = read_versions(data_dir)
+            v = read_versions(data_dir, read_only=True)
             meta, events = v.meta, v.events
     except Exception as exc:  # a damaged store, or a lock taken meanwhile
         return Check("schema", WARN, f"Could not read the schema version: {exc}",
@@ -184,7 +184,9 @@ def check_keys(data_dir: Path, env: Mapping[str, str]) -> Check:
         return Check("API keys", WARN, "No metadata store yet, so no secret API key.",
                      "Start `sightline serve` (it prints a new key) or run `sightline keys create`.")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        from sightline.ops.migrations import sqlite_readonly
+
+        con = sqlite_readonly(path)
         try:
             n = con.execute("SELECT count(*) FROM api_keys").fetchone()[0]
             projects = con.execute("SELECT count(*) FROM projects").fetchone()[0]

@@ -103,12 +103,19 @@ class Versions:
         return min(known) if known else None
 
 
+def sqlite_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a SQLite file (any characters in its path)."""
+    from urllib.parse import quote
+
+    return sqlite3.connect(f"file:{quote(str(Path(path).resolve()))}?mode=ro", uri=True)
+
+
 def meta_version(path: Path) -> int | None:
     """The metadata store's version: ``user_version``, 1 for a file from before versions were
     recorded there, None when there is no store (no file, or no tables yet)."""
     if not Path(path).exists():
         return None
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    con = sqlite_readonly(path)
     try:
         version = con.execute("PRAGMA user_version").fetchone()[0]
         if version:
@@ -120,8 +127,9 @@ def meta_version(path: Path) -> int | None:
         con.close()
 
 
-def read_versions(data_dir: Path, *, con: Any = None) -> Versions:
-    """Both stores' versions (the event store's only if ``con`` is given or nobody holds it)."""
+def read_versions(data_dir: Path, *, con: Any = None, read_only: bool = False) -> Versions:
+    """Both stores' versions (the event store's only if ``con`` is given or nobody holds it;
+    ``read_only`` opens it without writing anything)."""
     from sightline.storage import duckdb_files
 
     data_dir = Path(data_dir)
@@ -130,7 +138,7 @@ def read_versions(data_dir: Path, *, con: Any = None) -> Versions:
     if con is not None:
         events = duckdb_files.schema_version(con)
     elif (data_dir / DB_FILE).exists():
-        db = duckdb_files.connect_exclusive(data_dir / DB_FILE)
+        db = duckdb_files.connect_exclusive(data_dir / DB_FILE, read_only=read_only)
         try:
             events = duckdb_files.schema_version(db)
         finally:

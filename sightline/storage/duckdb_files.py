@@ -7,7 +7,6 @@ Used by :mod:`sightline.ops.backup` and :mod:`sightline.ops.migrations`; nothing
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -21,11 +20,11 @@ DB_FILE = "events.duckdb"
 _LOCK_RE = re.compile(r"(Conflicting lock|Could not set lock)", re.I)
 
 
-def connect_exclusive(path: Path) -> Any:
-    """Open the store read-write without creating or changing its schema. Holding this
-    connection keeps every other process (a server) out of the data directory."""
+def connect_exclusive(path: Path, *, read_only: bool = False) -> Any:
+    """Open the store without creating or changing its schema. Holding this connection keeps
+    every other process (a server) out of the data directory."""
     try:
-        return duckdb.connect(str(path))
+        return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         if _LOCK_RE.search(str(exc)):
             raise DataDirLocked(
@@ -99,11 +98,3 @@ def counts_of(path: Path) -> dict[str, int]:
         return table_counts(con)
     finally:
         con.close()
-
-
-def remove_store(data_dir: Path) -> None:
-    for name in (DB_FILE, DB_FILE + ".wal"):
-        try:
-            os.unlink(Path(data_dir) / name)
-        except FileNotFoundError:
-            pass

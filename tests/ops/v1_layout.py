@@ -117,7 +117,7 @@ def make_v1_data_dir(data: Path, *, token: str, api_key: str, hot_events: int = 
     params: list = []
     for uid, u, pid, ts, props in events:
         params += [uid, u, pid, ts, ts, json.dumps(props)]
-    db.execute(f"CREATE TEMP TABLE staged AS SELECT * FROM events_hot LIMIT 0")
+    db.execute("CREATE TEMP TABLE staged AS SELECT * FROM events_hot LIMIT 0")
     db.execute(f"INSERT INTO staged VALUES {values}", params)
     db.execute(f"INSERT INTO events_hot SELECT * FROM staged LIMIT {hot_events}")
     # one flat Parquet part, as `sightline import` wrote them in v1
