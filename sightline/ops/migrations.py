@@ -87,8 +87,11 @@ STEPS: list[Step] = [
     Step(2, "record the schema version in meta.sqlite; partition event parts by project and month",
          meta=_meta_v2),
 ]
-STEPS = [s for s in STEPS if s.version <= CURRENT_VERSION]
-assert [s.version for s in STEPS] == list(range(2, CURRENT_VERSION + 1)), "one step per version"
+# one step per version up to the current one; a version without an entry above only changed the
+# event store (its backend migrates it on open), so its step just records the version
+_BY_VERSION = {s.version: s for s in STEPS}
+STEPS = [_BY_VERSION.get(v) or Step(v, "event store changes (applied by the storage backend)")
+         for v in range(2, CURRENT_VERSION + 1)]
 
 
 # -- reading versions -------------------------------------------------------------------------
