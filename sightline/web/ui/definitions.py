@@ -63,28 +63,37 @@ def event_names(storage, project_id: int) -> list[dict]:
 
 
 _JSON_TYPES = {"BIGINT": "Numeric", "UBIGINT": "Numeric", "DOUBLE": "Numeric", "VARCHAR": "String",
-               "BOOLEAN": "Boolean", "ARRAY": "Array", "OBJECT": "Object", "NULL": None}
+               "BOOLEAN": "Boolean", "ARRAY": "Array", "OBJECT": "Object", "NULL": None,
+               # ClickHouse's JSONType names
+               "INT64": "Numeric", "UINT64": "Numeric", "STRING": "String", "BOOL": "Boolean"}
+
+
+def _keys_sql(dialect_name: str) -> str:
+    """Property names and their most common JSON type over ``sample`` (one ``properties`` column)."""
+    if dialect_name == "clickhouse":
+        return ("SELECT k, count() AS n, toString(topK(1)(JSONType(props, k))[1]) AS t "
+                "FROM (SELECT ifNull(properties, '{}') AS props, arrayJoin(JSONExtractKeys(props)) AS k FROM sample) "
+                f"GROUP BY k ORDER BY n DESC, k LIMIT {MAX_RESULTS}")
+    return ("SELECT k, count(*) AS n, "
+            "mode(json_type(properties, '/' || replace(replace(k, '~', '~0'), '/', '~1'))) AS t "
+            "FROM (SELECT properties, unnest(json_keys(properties)) AS k FROM sample) "
+            f"GROUP BY k ORDER BY n DESC, k LIMIT {MAX_RESULTS}")
 
 
 def property_names(storage, project_id: int, kind: str, events: list[str]) -> list[dict]:
     """Property names seen in the newest rows (events of ``events`` if given, or persons), with
     how often and their most common JSON type."""
-    dialect_for(storage)  # only DuckDB for now: json_keys and json_type below are DuckDB's
-    params: dict[str, Any] = {"project": project_id}
+    dialect = dialect_for(storage)
+    p = Params()
+    proj = p.add(project_id, "project")
     if kind == "person":
-        sample = f"SELECT properties FROM persons WHERE project_id = $project ORDER BY created_at DESC LIMIT {SAMPLE_ROWS}"
+        sample = f"SELECT properties FROM persons WHERE project_id = {proj} ORDER BY created_at DESC LIMIT {SAMPLE_ROWS}"
     else:
-        where = "project_id = $project"
+        where = f"project_id = {proj}"
         if events:
-            where += " AND list_contains($events, event)"
-            params["events"] = events
+            where += " AND " + dialect.has(p.add(events, "events"), "event")
         sample = f"SELECT properties FROM events WHERE {where} ORDER BY timestamp DESC LIMIT {SAMPLE_ROWS}"
-    sql = (f"WITH sample AS ({sample}), "
-           "keys AS (SELECT properties, unnest(json_keys(properties)) AS k FROM sample) "
-           "SELECT k, count(*) AS n, "
-           "mode(json_type(properties, '/' || replace(replace(k, '~', '~0'), '/', '~1'))) AS t "
-           f"FROM keys GROUP BY k ORDER BY n DESC, k LIMIT {MAX_RESULTS}")
-    rows = storage.execute(sql, params).rows
+    rows = storage.execute(f"WITH sample AS ({sample}) {_keys_sql(dialect.name)}", p.values).rows
     out = []
     for name, n, t in rows:
         ptype = _JSON_TYPES.get(str(t).upper()) if t else None
