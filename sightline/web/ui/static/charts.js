@@ -114,10 +114,16 @@ function trends(el, query, results, compact) {
   }
   const area = display === 'ActionsAreaGraph';
   const bar = display === 'ActionsBar';
+  // compared periods: the previous period is drawn over the current one's dates, dotted
+  const current = results.filter((r) => r.compare_label !== 'previous');
+  const colorOf = (r) => COLORS[Math.max(0, current.findIndex((c) => seriesLabel(c, query).replace(/ \(current\)$/, '')
+    === seriesLabel(r, query).replace(/ \((current|previous)\)$/, ''))) % COLORS.length];
   const data = results.map((r, i) => ({
     type: bar ? 'bar' : 'scatter', mode: 'lines+markers', name: seriesLabel(r, query),
-    x: r.days, y: r.data, marker: { color: COLORS[i % COLORS.length], size: compact ? 4 : 5 },
-    line: { width: 2, color: COLORS[i % COLORS.length], dash: r.compare_label === 'previous' ? 'dot' : 'solid' },
+    x: r.compare_label === 'previous' ? (current[0]?.days || r.days) : r.days, y: r.data,
+    customdata: r.days, marker: { color: r.compare ? colorOf(r) : COLORS[i % COLORS.length], size: compact ? 4 : 5 },
+    opacity: r.compare_label === 'previous' ? 0.6 : 1,
+    line: { width: 2, color: r.compare ? colorOf(r) : COLORS[i % COLORS.length], dash: r.compare_label === 'previous' ? 'dot' : 'solid' },
     fill: area ? (i === 0 ? 'tozeroy' : 'tonexty') : undefined, stackgroup: area ? 'one' : undefined,
     hovertemplate: '%{y:,}<extra>%{fullData.name}</extra>',
   }));

@@ -25,8 +25,22 @@ export async function render(main, ctx) {
   const dateSel = select(presets, dashboard.filters?.date_from || '', { 'aria-label': 'Date range for every tile', id: 'dashboard-date' });
   const refresh = h('button', { class: 'btn', type: 'button', onclick: () => drawTiles(true) }, 'Refresh');
   const add = h('a', { class: 'btn btn-primary', href: `/insights/new?dashboard=${dashboard.id}` }, 'Add insight');
+  const rename = h('button', { class: 'btn', type: 'button', onclick: async () => {
+    const name = prompt('Dashboard name', dashboard.name);
+    if (!name || !name.trim() || name.trim() === dashboard.name) return;
+    const updated = await api(project(`dashboards/${dashboard.id}/`), { method: 'PATCH', body: { name: name.trim() } });
+    dashboard = { ...dashboard, ...updated };
+    main.querySelector('#page-title').textContent = dashboard.name;
+    ctx.setTitle(dashboard.name);
+  } }, 'Rename');
+  const remove = h('button', { class: 'btn btn-danger', type: 'button', onclick: async () => {
+    if (!confirm(`Delete the dashboard "${dashboard.name}"? Its insights stay saved.`)) return;
+    await api(project(`dashboards/${dashboard.id}/`), { method: 'DELETE' });
+    toast(`Deleted ${dashboard.name}.`);
+    ctx.navigate('/dashboard');
+  } }, 'Delete');
   const grid = h('div', { class: 'grid', id: 'tiles' });
-  main.append(pageHeader(dashboard.name, dateSel, refresh, add),
+  main.append(pageHeader(dashboard.name, dateSel, refresh, rename, remove, add),
     dashboard.description ? h('p', { class: 'muted', style: 'margin-top:-8px' }, dashboard.description) : null, grid);
 
   dateSel.addEventListener('change', async () => {

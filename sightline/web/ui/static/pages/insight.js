@@ -100,9 +100,10 @@ export async function render(main, ctx) {
     h('option', { value: '' }, 'Add to dashboard…'));
   const csvBtn = h('button', { class: 'btn', type: 'button', onclick: exportCSV }, 'Export CSV');
   const pngBtn = h('button', { class: 'btn', type: 'button', onclick: exportPNG }, 'Export PNG');
+  const unsaved = h('span', { class: 'badge', hidden: true }, 'Unsaved changes');
   const header = h('header', { class: 'page-header' },
     h('div', { class: 'save-bar' }, h('h1', { id: 'page-title', class: 'visually-hidden' }, insight ? insight.name : 'New insight'),
-      h('a', { href: '/insights', class: 'btn btn-ghost btn-small' }, '← Insights'), nameInput),
+      h('a', { href: '/insights', class: 'btn btn-ghost btn-small' }, '← Insights'), nameInput, unsaved),
     h('div', { class: 'page-actions' }, dashSelect, csvBtn, pngBtn, saveAsBtn, saveBtn));
 
   api(project('dashboards/'), { quiet: true }).then((r) => {
@@ -147,8 +148,10 @@ export async function render(main, ctx) {
     if (!ctx.isCurrent()) return;
     const params = { q: encodeQuery(query) };
     if (dashboardFromUrl && !insight) params.dashboard = dashboardFromUrl;
-    if (insight && JSON.stringify(query) === JSON.stringify(insight.query)) setQuery({});
+    const unchanged = insight && JSON.stringify(query) === JSON.stringify(insight.query);
+    if (unchanged) setQuery({});
     else setQuery(params);
+    unsaved.hidden = !insight || unchanged;
   }
 
   async function run({ refresh = false } = {}) {
@@ -390,6 +393,15 @@ export async function render(main, ctx) {
       iv.addEventListener('change', () => { query.interval = iv.value; changedNow(); });
       parts.push(field('Grouped by', iv));
     }
+    if (query.kind === 'TrendsQuery') {
+      const cmp = h('input', { type: 'checkbox', id: 'compare-previous', checked: !!query.compareFilter?.compare });
+      cmp.addEventListener('change', () => {
+        if (cmp.checked) query.compareFilter = { compare: true };
+        else delete query.compareFilter;
+        changedNow();
+      });
+      parts.push(h('label', { class: 'check', for: 'compare-previous' }, cmp, ' Compare to the previous period'));
+    }
     return h('section', {}, h('h2', {}, 'Date range'), parts);
   }
 
@@ -413,7 +425,7 @@ export async function render(main, ctx) {
       if (insight && !asNew) {
         insight = await api(project(`insights/${insight.id}/`), { method: 'PATCH', body: { name, query } });
         toast('Saved.');
-        setQuery({});
+        syncUrl();
       } else {
         insight = await api(project('insights/'), { method: 'POST', body: { name, query, dashboards } });
         toast(dashboards.length ? 'Saved and added to the dashboard.' : 'Saved.');
