@@ -80,6 +80,38 @@ def unlabeled_controls(page) -> list[str]:
         .map(el => el.outerHTML.slice(0, 120))""")
 
 
+LOW_CONTRAST = """() => {
+  // WCAG contrast of every visible text element against its effective background colour
+  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const [r, g, b, a = 1] = m[1].split(',').map(Number); return {r, g, b, a}; };
+  const lum = ({r, g, b}) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((acc, v, i) => acc + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    let layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+    }
+    let out = {r: 255, g: 255, b: 255};
+    for (const c of layers.reverse()) out = {r: c.r * c.a + out.r * (1 - c.a), g: c.g * c.a + out.g * (1 - c.a), b: c.b * c.a + out.b * (1 - c.a)};
+    return out;
+  };
+  const bad = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('svg, .js-plotly-plot, option, [hidden]') || el.offsetParent === null) continue;
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || el.disabled) continue;
+    const cs = getComputedStyle(el);
+    const fg = parse(cs.color); const bg = background(el);
+    const l1 = lum(fg), l2 = lum(bg);
+    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    const large = parseFloat(cs.fontSize) >= 24 || (parseFloat(cs.fontSize) >= 18.66 && Number(cs.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${ratio.toFixed(2)} ${el.tagName}.${el.className}: ${el.textContent.trim().slice(0, 40)}`);
+  }
+  return bad;
+}"""
+
+
 def shot(page, name: str) -> None:
     if os.environ.get("SIGHTLINE_SCREENSHOTS") == "1":
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -126,6 +158,7 @@ def test_sign_in_build_save_and_reload_insights(demo_server):
             page.wait_for_function(f"document.querySelectorAll('#tiles .chart[data-ready=\"true\"]').length === {n_tiles}",
                                    timeout=30_000)
             assert page.locator("#tiles .chart .error").count() == 0
+            assert not page.evaluate(LOW_CONTRAST), page.evaluate(LOW_CONTRAST)
             shot(page, "dashboard")
 
             # -- a trend: signed_up per day over the last 7 days
@@ -155,6 +188,7 @@ def test_sign_in_build_save_and_reload_insights(demo_server):
             assert drawn[0]["y"] == [per_day.get(d, 0) for d in days]
             assert sum(drawn[0]["y"]) > 0
             assert not unlabeled_controls(page), unlabeled_controls(page)
+            assert not page.evaluate(LOW_CONTRAST), page.evaluate(LOW_CONTRAST)
 
             page.get_by_label("Insight name").fill("Sign-ups per day")
             page.get_by_role("button", name="Save insight").click()
@@ -172,8 +206,11 @@ def test_sign_in_build_save_and_reload_insights(demo_server):
             # -- a funnel: $pageview → signed_up → purchase
             page.goto(server.url + "/insights/new")
             drawn_query(page, "TrendsQuery")
-            page.get_by_role("tab", name="Funnels").click()
+            page.get_by_role("tab", name="Trends").focus()  # the kind tabs follow the arrow keys
+            page.keyboard.press("ArrowRight")
             drawn_query(page, "FunnelsQuery")
+            assert page.evaluate("document.activeElement.textContent") == "Funnels"
+            assert page.get_by_role("tab", name="Funnels").get_attribute("aria-selected") == "true"
             page.get_by_role("button", name="+ Add step").click()
             page.get_by_label("Step 3 event").fill("purchase")
             page.get_by_label("Step 3 event").press("Tab")

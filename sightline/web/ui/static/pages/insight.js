@@ -133,7 +133,15 @@ export async function render(main, ctx) {
   function drawTabs() {
     clear(tabs, KINDS.map(([kind, label]) => h('button', { type: 'button', role: 'tab', id: `tab-${kind}`,
       'aria-selected': String(query.kind === kind), tabindex: query.kind === kind ? '0' : '-1',
-      onclick: () => { if (query.kind !== kind) { query = defaultQuery(kind, query); changed(); drawEditor(); drawTabs(); } },
+      onclick: () => {
+        if (query.kind === kind) return;
+        const hadFocus = tabs.contains(document.activeElement);
+        query = defaultQuery(kind, query);
+        changed();
+        drawEditor();
+        drawTabs();
+        if (hadFocus) document.getElementById(`tab-${kind}`).focus();  // keep keyboard users on the tabs
+      },
       onkeydown: (e) => {
         const i = KINDS.findIndex(([k]) => k === kind);
         const j = e.key === 'ArrowRight' ? (i + 1) % KINDS.length : e.key === 'ArrowLeft' ? (i + KINDS.length - 1) % KINDS.length : -1;
