@@ -139,9 +139,9 @@ def run(ctx: QueryContext, a: InsightActorsQuery) -> dict:
     ctes, p = builder(ctx, source, a)
     limit, offset = p.add(a.limit + 1, "limit"), p.add(a.offset, "offset")
     d = ctx.dialect
-    sql = (ctes + f"SELECT {d.to_text('sel.actor')}, pr.properties, pr.created_at, pr.is_identified, "
-           f"{d.distinct_ids_of('pr.id', 'pr.project_id')} "
-           f"FROM sel LEFT JOIN persons pr ON pr.id = {d.try_uuid('sel.actor')} "
+    ids, ids_join = d.distinct_ids_of("pr.id", "pr.project_id", f"SELECT {d.try_uuid('actor')} FROM sel")
+    sql = (ctes + f"SELECT {d.to_text('sel.actor')}, pr.properties, pr.created_at, pr.is_identified, {ids} "
+           f"FROM sel LEFT JOIN persons pr ON pr.id = {d.try_uuid('sel.actor')}{ids_join} "
            f"ORDER BY pr.created_at NULLS LAST, 1 LIMIT {limit} OFFSET {offset}")
     rows = ctx.execute(sql, p.values)
     results = []

@@ -244,10 +244,11 @@ def members(core, project_id: int, cohort_id: int, limit: int = 100, offset: int
     scope = ctx.scope()
     cond = cohort_sql(cohort_id, scope, ctx.cohorts, ctx.now)
     p = scope.params
+    ids, ids_join = ctx.dialect.distinct_ids_of("pr.id", among="SELECT pid FROM sel")
     sql = (f"WITH sel AS (SELECT DISTINCT e.person_id AS pid FROM (SELECT id AS person_id, project_id FROM persons "
            f"WHERE project_id = {scope.project}) e{scope.joins()} WHERE {cond}) "
-           f"SELECT {ctx.dialect.to_text('pr.id')}, pr.properties, {ctx.dialect.distinct_ids_of('pr.id')} "
-           f"FROM sel JOIN persons pr ON pr.id = sel.pid ORDER BY pr.created_at, 1 "
+           f"SELECT {ctx.dialect.to_text('pr.id')}, pr.properties, {ids} "
+           f"FROM sel JOIN persons pr ON pr.id = sel.pid{ids_join} ORDER BY pr.created_at, 1 "
            f"LIMIT {p.add(limit, 'limit')} OFFSET {p.add(offset, 'offset')}")
     return [{"id": r[0], "properties": orjson.loads(r[1]) if r[1] else {}, "distinct_ids": list(r[2] or [])}
             for r in ctx.execute(sql, p.values)]

@@ -72,6 +72,10 @@ class DuckDBDialect:
     def to_date(self, expr: str) -> str:
         return f"CAST({expr} AS DATE)"
 
+    def cast_instant(self, expr: str) -> str:
+        """A TIMESTAMPTZ/datetime parameter as an instant."""
+        return f"CAST({expr} AS TIMESTAMPTZ)"
+
     def date_param(self, expr: str) -> str:
         """An ISO date/time text parameter as a date."""
         return f"CAST({expr} AS DATE)"
@@ -176,11 +180,13 @@ class DuckDBDialect:
     def regex(self, expr: str, pattern_param: str) -> str:
         return f"regexp_matches({expr}, {pattern_param})"
 
-    def distinct_ids_of(self, person: str, project: str | None = None) -> str:
-        """A list of the distinct ids of the person ``person`` (an expression of the outer row)."""
+    def distinct_ids_of(self, person: str, project: str | None = None, among: str = "") -> tuple[str, str]:
+        """(select expression, join clause) giving the sorted distinct ids of the person whose id is
+        ``person`` (a column of the outer row, of table ``pr``); ``among`` is a subquery of the
+        person ids that can occur (engines without correlated subqueries read only those)."""
         cond = f"d.project_id = {project} AND " if project else ""
         return (f"(SELECT list(d.distinct_id ORDER BY d.distinct_id) FROM person_distinct_ids d "
-                f"WHERE {cond}d.person_id = {person})")
+                f"WHERE {cond}d.person_id = {person})"), ""
 
 
 DUCKDB = DuckDBDialect()
@@ -220,6 +226,9 @@ class ClickHouseDialect(DuckDBDialect):
 
     def to_date(self, expr: str) -> str:
         return f"toDate({expr})"
+
+    def cast_instant(self, expr: str) -> str:
+        return f"toDateTime64({expr}, 6, 'UTC')"
 
     def date_param(self, expr: str) -> str:
         return f"toDate(parseDateTime64BestEffort({expr}, 6, 'UTC'))"
@@ -327,10 +336,12 @@ class ClickHouseDialect(DuckDBDialect):
     def regex(self, expr: str, pattern_param: str) -> str:
         return f"match({expr}, {pattern_param})"
 
-    def distinct_ids_of(self, person: str, project: str | None = None) -> str:
-        cond = f"d.project_id = {project} AND " if project else ""
-        return (f"(SELECT arraySort(groupArray(d.distinct_id)) FROM person_distinct_ids d "
-                f"WHERE {cond}d.person_id = {person})")
+    def distinct_ids_of(self, person: str, project: str | None = None, among: str = "") -> tuple[str, str]:
+        keys = ["person_id"] + (["project_id"] if project else [])
+        where = f" WHERE person_id IN ({among})" if among else ""
+        on = f"dids.person_id = {person}" + (f" AND dids.project_id = {project}" if project else "")
+        return ("dids.ids", f" LEFT JOIN (SELECT {', '.join(keys)}, arraySort(groupArray(distinct_id)) AS ids "
+                            f"FROM person_distinct_ids{where} GROUP BY {', '.join(keys)}) dids ON {on}")
 
 
 CLICKHOUSE = ClickHouseDialect()

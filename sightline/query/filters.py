@@ -70,7 +70,8 @@ class Scope:
         if self.session_join:
             from sightline.query.sessions import sessions_sql
 
-            sql += (f" LEFT JOIN ({sessions_sql(self.project)}) ses ON ses.session_id = e.session_id")
+            sql += (f" LEFT JOIN ({sessions_sql(self.project, dialect=self.dialect)}) ses "
+                    f"ON ses.session_id = e.session_id")
         for k in sorted(self.group_joins):
             sql += (f" LEFT JOIN groups g{k} ON g{k}.project_id = e.project_id AND "
                     f"g{k}.group_type_index = {k} AND g{k}.group_key = e.group_{k}")

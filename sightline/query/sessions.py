@@ -65,17 +65,28 @@ def _param(name: str) -> str:
     return name
 
 
-def _prop(key: str, alias: str = "e") -> str:
+def _prop_of(key: str, alias: str = "e", dialect=None) -> str:
     """Text of a top-level event property (materialized column when there is one).
     ``key`` is one of this module's constants, never user input."""
     col = HOT_PROPERTIES.get(key)
     if col is not None:
         return f"{alias}.{col}"
     assert re.fullmatch(r"[$A-Za-z0-9_]+", key), key
+    if dialect is not None and dialect.name != "duckdb":
+        return f"JSONExtract({alias}.properties, '{key}', 'Nullable(String)')"
     return f"json_extract_string({alias}.properties, '/{key}')"
 
 
-def events_sql(project_param: str = "$project", *, materialized: bool = False) -> str:
+_prop = _prop_of
+
+
+def _dialect(dialect):
+    from sightline.query.dialect import DUCKDB
+
+    return dialect or DUCKDB
+
+
+def events_sql(project_param: str = "$project", *, materialized: bool = False, dialect=None) -> str:
     """Events of one project, ``person_id`` resolved through the merge overrides.
 
     Columns: :data:`EVENT_COLUMNS` (``project_id`` is not one); with ``materialized=True`` the
@@ -88,45 +99,56 @@ def events_sql(project_param: str = "$project", *, materialized: bool = False) -
                     else f"e.{c}")
     if materialized:
         cols += [f"e.{c}" for c in HOT_PROPERTIES.values()]
-    return (f"SELECT {', '.join(cols)} FROM main.events e "
-            f"LEFT JOIN main.person_overrides o "
+    schema = "main." if _dialect(dialect).name == "duckdb" else ""
+    return (f"SELECT {', '.join(cols)} FROM {schema}events e "
+            f"LEFT JOIN {schema}person_overrides o "
             f"ON o.project_id = e.project_id AND o.old_person_id = e.person_id "
             f"WHERE e.project_id = {p}")
 
 
-def pathname_sql(url: str) -> str:
+def pathname_sql(url: str, dialect=None) -> str:
     """The path of a URL expression (ClickHouse ``path()``, but ``/`` for a bare host)."""
+    d = _dialect(dialect)
+    scheme = d.regexp_matches(url, "'^[A-Za-z][A-Za-z0-9+.-]*://'")
+    after_host = d.regexp_extract(url, "'^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)'", 1)
+    before_query = d.regexp_extract(url, "'^([^?#]*)'", 1)
     return (f"CASE WHEN {url} IS NULL THEN NULL "
-            f"WHEN regexp_matches({url}, '^[A-Za-z][A-Za-z0-9+.-]*://') "
-            f"THEN coalesce(nullif(regexp_extract({url}, '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)', 1), ''), '/') "
-            f"ELSE regexp_extract({url}, '^([^?#]*)', 1) END")
+            f"WHEN {scheme} "
+            f"THEN coalesce(nullif({after_host}, ''), '/') "
+            f"ELSE {before_query} END")
 
 
 def sessions_sql(project_param: str = "$project", *, bounce_seconds: int = DEFAULT_BOUNCE_SECONDS,
                  start_param: str | None = None, end_param: str | None = None,
-                 require_uuid7: bool = False) -> str:
+                 require_uuid7: bool = False, dialect=None) -> str:
     """One row per session of the project: the columns of :data:`SESSION_COLUMNS`.
 
     ``start_param`` / ``end_param`` (optional, named parameters holding TIMESTAMPTZ values) keep
     only sessions that *start* in ``[start, end)`` and read only the events that can belong to
     them (sessions last at most 24 h), which is much cheaper than deriving every session.
     """
+    d = _dialect(dialect)
     bounce = int(bounce_seconds)
     ev_where = ["e.session_id IS NOT NULL", "e.session_id <> ''"]
     having = []
     if start_param is not None:
-        s = f"CAST({_param(start_param)} AS TIMESTAMPTZ)"
+        s = d.cast_instant(_param(start_param))
         ev_where.append(f"e.timestamp >= {s}")  # a session starting at/after start has no earlier event
         having.append(f"min(timestamp) >= {s}")
     if end_param is not None:
-        t = f"CAST({_param(end_param)} AS TIMESTAMPTZ)"
+        t = d.cast_instant(_param(end_param))
         ev_where.append(f"e.timestamp < {t} + INTERVAL {MAX_SESSION_HOURS} HOUR")
         having.append(f"min(timestamp) < {t}")
     if require_uuid7:
+        if d.name != "duckdb":
+            raise ValueError("require_uuid7 is only implemented for DuckDB")
         sid = "TRY_CAST(session_id AS UUID)"
         having.append(f"{sid} IS NOT NULL AND uuid_extract_version({sid}) = 7 "
                       f"AND uuid_extract_timestamp({sid}) <= min(timestamp) "
                       f"AND uuid_extract_timestamp({sid}) + INTERVAL {MAX_SESSION_HOURS} HOUR > max(timestamp)")
+
+    def _prop(key: str) -> str:
+        return _prop_of(key, "e", d)
 
     url = f"nullif({_prop('$current_url')}, '')"
     per_event = (
@@ -145,19 +167,19 @@ def sessions_sql(project_param: str = "$project", *, bounce_seconds: int = DEFAU
         f"ELSE e.timestamp + INTERVAL 1 YEAR END AS _prio_min, "
         f"CASE WHEN e.event IN ('$pageview', '$screen') THEN e.timestamp "
         f"ELSE e.timestamp - INTERVAL 1 YEAR END AS _prio_max "
-        f"FROM ({events_sql(project_param, materialized=True)}) e "
+        f"FROM ({events_sql(project_param, materialized=True, dialect=d)}) e "
         f"WHERE {' AND '.join(ev_where)}")
 
     def entry(col: str) -> str:
-        return f"arg_min({col}, _prio_min) FILTER (WHERE {col} IS NOT NULL)"
+        return f"{d.arg_min(col, '_prio_min')} FILTER (WHERE {col} IS NOT NULL)"
 
     agg = (
         "SELECT session_id, "
-        "arg_min(distinct_id, timestamp) AS distinct_id, "
-        "arg_min(person_id, timestamp) AS person_id, "
+        f"{d.arg_min('distinct_id', 'timestamp')} AS distinct_id, "
+        f"{d.arg_min('person_id', 'timestamp')} AS person_id, "
         "min(timestamp) AS _start, max(timestamp) AS _end, "
         f"{entry('_url')} AS _entry_url, "
-        "arg_max(_url, _prio_max) FILTER (WHERE _url IS NOT NULL) AS _end_url, "
+        f"{d.arg_max('_url', '_prio_max')} FILTER (WHERE _url IS NOT NULL) AS _end_url, "
         f"{entry('_referring_domain')} AS _referring_domain, "
         f"{entry('_utm_source')} AS _utm_source, {entry('_utm_medium')} AS _utm_medium, "
         f"{entry('_utm_campaign')} AS _utm_campaign, {entry('_utm_term')} AS _utm_term, "
@@ -170,15 +192,15 @@ def sessions_sql(project_param: str = "$project", *, bounce_seconds: int = DEFAU
         "GROUP BY session_id"
         + (f" HAVING {' AND '.join(having)}" if having else ""))
 
-    duration = "date_diff('second', _start, _end)"
+    duration = d.seconds_between("_start", "_end")
     interactions = "(_pageviews + _autocaptures + _screens)"
     return (
         "SELECT session_id, distinct_id, person_id, "
         '_start AS "$start_timestamp", _end AS "$end_timestamp", '
         f'{duration} AS "$session_duration", '
         '_entry_url AS "$entry_current_url", _end_url AS "$end_current_url", '
-        f'{pathname_sql("_entry_url")} AS "$entry_pathname", '
-        f'{pathname_sql("_end_url")} AS "$end_pathname", '
+        f'{pathname_sql("_entry_url", d)} AS "$entry_pathname", '
+        f'{pathname_sql("_end_url", d)} AS "$end_pathname", '
         '_referring_domain AS "$entry_referring_domain", '
         '_utm_source AS "$entry_utm_source", _utm_medium AS "$entry_utm_medium", '
         '_utm_campaign AS "$entry_utm_campaign", _utm_term AS "$entry_utm_term", '

@@ -613,7 +613,7 @@ def open_chdb(data_dir: str | Path, store: str, *, read_only: bool = False) -> C
     data directories then get a database each (named after a hash of their path), which is how
     the tests run many stores in one process.
     """
-    u = urlparse(store)
+    u = urlparse(store if store.startswith("chdb://") else "chdb://" + store.removeprefix("chdb").lstrip(":"))
     q = {k: v[-1] for k, v in parse_qs(u.query).items()}
     data_dir = Path(data_dir).resolve()
     shared = os.environ.get("SIGHTLINE_CHDB_PATH")
