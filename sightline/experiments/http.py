@@ -33,7 +33,12 @@ def service(core):
 def _actor(request: Request) -> str | None:
     require_api_key(request)
     token = bearer_token(request)
-    label = request.app.state.core.meta.api_key_label(token) if token else None
+    if token is None:  # the web app's session
+        from sightline.web.ui.auth import check_session
+
+        session = check_session(request)
+        return f"user {session.email}" if session is not None else None
+    label = request.app.state.core.meta.api_key_label(token)
     return label or "control channel (CLI)"
 
 

@@ -20,7 +20,12 @@ MAX_BODY = 2 * 1024 * 1024
 def _actor(request: Request) -> str | None:
     require_api_key(request)
     token = bearer_token(request)
-    return request.app.state.core.meta.api_key_label(token) if token else None
+    if token is None:  # the web app's session
+        from sightline.web.ui.auth import check_session
+
+        session = check_session(request)
+        return f"user {session.email}" if session is not None else None
+    return request.app.state.core.meta.api_key_label(token)
 
 
 async def _json_body(request: Request):

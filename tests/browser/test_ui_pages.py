@@ -33,6 +33,7 @@ def shot(page, name: str) -> None:
     if os.environ.get("SIGHTLINE_SCREENSHOTS") == "1":
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.wait_for_timeout(400)  # let Plotly finish its transitions
+        page.evaluate("() => { document.getElementById('toasts').replaceChildren(); window.scrollTo(0, 0); }")
         page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
@@ -42,6 +43,39 @@ def unlabeled_controls(page) -> list[str]:
         .filter(el => el.tagName === 'BUTTON' ? !(el.textContent.trim() || el.getAttribute('aria-label'))
                      : !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
         .map(el => el.outerHTML.slice(0, 120))""")
+
+
+# the same check as tests/browser/test_ui_insights.py
+LOW_CONTRAST = """() => {
+  // WCAG contrast of every visible text element against its effective background colour
+  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const [r, g, b, a = 1] = m[1].split(',').map(Number); return {r, g, b, a}; };
+  const lum = ({r, g, b}) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((acc, v, i) => acc + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    let layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+    }
+    let out = {r: 255, g: 255, b: 255};
+    for (const c of layers.reverse()) out = {r: c.r * c.a + out.r * (1 - c.a), g: c.g * c.a + out.g * (1 - c.a), b: c.b * c.a + out.b * (1 - c.a)};
+    return out;
+  };
+  const bad = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('svg, .js-plotly-plot, option, [hidden]') || el.offsetParent === null) continue;
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || el.disabled) continue;
+    const cs = getComputedStyle(el);
+    const fg = parse(cs.color); const bg = background(el);
+    const l1 = lum(fg), l2 = lum(bg);
+    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    const large = parseFloat(cs.fontSize) >= 24 || (parseFloat(cs.fontSize) >= 18.66 && Number(cs.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${ratio.toFixed(2)} ${el.tagName}.${el.className}: ${el.textContent.trim().slice(0, 40)}`);
+  }
+  return bad;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +139,7 @@ def test_live_events_filter_expand_and_refresh(ui):
     assert [r["uuid"] for r in rows] == [e["uuid"] for e in api_all]  # the newest 100, newest first
     assert len({r["event"] for r in rows}) > 1
     assert unlabeled_controls(page) == []
+    assert page.evaluate(LOW_CONTRAST) == []
 
     # filter by event name: every row is a $pageview, and the same rows as the API
     event = page.get_by_label("Event", exact=True)
@@ -179,11 +214,12 @@ def test_person_search_properties_and_timeline(ui):
     api_events = server.events(person_id=person["id"])
     shown = page.locator("#person-timeline li strong").all_inner_texts()
     assert shown == [e["event"] for e in api_events[:50]]
+    shot(page, "person")
     if len(api_events) > 50:
         page.get_by_role("button", name="Load more").click()
         page.wait_for_function(f"document.querySelectorAll('#person-timeline li').length === {min(100, len(api_events))}")
     assert unlabeled_controls(page) == []
-    shot(page, "person")
+    assert page.evaluate(LOW_CONTRAST) == []
 
 
 def _flags_for(server, distinct_id: str) -> dict:
@@ -234,7 +270,10 @@ def test_create_edit_and_toggle_a_flag(ui):
     test_user = next((d for d, f in got.items() if f["variant"] == "test"), None)
     if test_user:
         assert json.loads(got[test_user]["metadata"]["payload"]) == {"color": "green"}
-    assert page.locator("#flag-activity li").first.inner_text().startswith("created")
+    assert page.locator("#flag-activity li").first.inner_text().startswith(f"created v1 by user {EMAIL}")
+    assert flag["created_by"] == f"user {EMAIL}"
+    assert unlabeled_controls(page) == []
+    assert page.evaluate(LOW_CONTRAST) == []
     shot(page, "flags")
 
     # the list's switch turns it off for everyone
@@ -268,12 +307,14 @@ def test_create_an_experiment_and_read_the_demo_results(ui):
     second.get_by_label("Numeric property").fill("revenue")
     page.get_by_label("Launch now").check()
     assert unlabeled_controls(page) == []
+    assert page.evaluate(LOW_CONTRAST) == []
     page.get_by_role("button", name="Create experiment").click()
     page.wait_for_url(re.compile(r".*/experiments/\d+$"))
     page.locator("#recommendation").wait_for()
     exp = next(e for e in page.api.get(P + "experiments/").json()["results"] if e["name"] == name)
     assert exp["status"] == "running" and exp["feature_flag_key"] == flag_key
     assert exp["hypothesis"] == "Shorter forms convert better."
+    assert exp["created_by"] == f"user {EMAIL}"
     m = exp["metrics"][0]
     assert (m["metric_type"], m["series"][0]["event"], m["conversion_window"], m["conversion_window_unit"]) == ("funnel", "signed_up", 7, "day")
     s = exp["metrics_secondary"][0]
@@ -323,6 +364,7 @@ def test_create_an_experiment_and_read_the_demo_results(ui):
     assert trace["plus"] == pytest.approx([(v["lift_interval"][1] - v["lift"]) * 100 for v in lifts])
     assert trace["shapes"] == [0]
     assert page.get_by_role("button", name="Stop").is_visible() and page.get_by_role("button", name="Ship variant").is_visible()
+    assert page.evaluate(LOW_CONTRAST) == []
     shot(page, "experiment")
 
 
@@ -349,6 +391,7 @@ def test_setup_page_snippets_and_first_event(ui):
     page.wait_for_function("() => document.querySelector('#first-event-status').dataset.state === 'received'", timeout=15_000)
     assert "my_first_event" in status.inner_text() and "setup-check" in status.inner_text()
     assert unlabeled_controls(page) == []
+    assert page.evaluate(LOW_CONTRAST) == []
     shot(page, "setup")
 
 

@@ -94,7 +94,7 @@ async function person(main, ctx, id) {
       h('td', { class: 'prop-value' }, typeof v === 'object' ? JSON.stringify(v) : String(v))))
       : h('tr', {}, h('td', { colspan: 2, class: 'muted' }, 'No properties.')))));
   const merges = h('div', { id: 'person-merges' });
-  const timeline = h('ol', { class: 'timeline', id: 'person-timeline', 'aria-label': 'Events, newest first' });
+  const timeline = h('ol', { class: 'timeline', id: 'person-timeline', 'aria-label': 'Events, newest first', tabindex: '0' });
   const more = h('button', { type: 'button', class: 'btn', id: 'timeline-more', hidden: true }, 'Load more');
   const tlStatus = h('p', { class: 'muted small', 'aria-live': 'polite' });
 
@@ -108,7 +108,7 @@ async function person(main, ctx, id) {
           h('p', { class: 'muted small' }, 'Every id this person was seen with; ids merged by identify or alias are listed together.'),
           h('ul', { class: 'chips', id: 'person-distinct-ids' }, p.distinct_ids.map((d) => h('li', { class: 'chip' }, d))), merges),
         h('section', { 'aria-labelledby': 'props-h' }, h('h2', { id: 'props-h' }, 'Properties'), propsTable)),
-      h('section', { class: 'card', 'aria-labelledby': 'tl-h' }, h('h2', { id: 'tl-h' }, 'Events'), timeline, tlStatus, more)));
+      h('section', { class: 'card timeline-card', 'aria-labelledby': 'tl-h' }, h('h2', { id: 'tl-h' }, 'Events'), timeline, tlStatus, more)));
 
   api(project(`persons/${encodeURIComponent(p.id)}/merges/`), { quiet: true }).then((r) => {
     if (!r.results.length) return;

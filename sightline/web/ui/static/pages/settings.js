@@ -12,9 +12,9 @@ export async function render(main, ctx) {
   const host = location.origin;
   const status = h('div', { class: 'first-event waiting', id: 'first-event-status', role: 'status', 'aria-live': 'polite',
     dataset: { state: 'waiting' } }, h('span', { class: 'pulse', 'aria-hidden': 'true' }),
-  h('span', {}, 'Waiting for the first event… send one with any snippet above; this updates by itself.'));
+  h('span', {}, 'Waiting for the first event… send one with any snippet below; this updates by itself.'));
 
-  main.append(pageHeader('Set-up'),
+  main.append(pageHeader('Set-up'), h('div', { class: 'stack' },
     h('section', { class: 'card setup-keys', 'aria-labelledby': 'setup-keys-h' },
       h('h2', { id: 'setup-keys-h' }, 'Your project'),
       h('dl', { class: 'kv' },
@@ -24,15 +24,15 @@ export async function render(main, ctx) {
         h('dt', {}, 'Project'), h('dd', {}, `${proj.name} (id ${proj.id}, time zone ${proj.timezone})`)),
       h('p', { class: 'muted small' }, 'Reading data over the HTTP API needs a secret key (phx_…): create one with ',
         h('code', {}, 'sightline keys create'), '.')),
+    h('section', { class: 'card', 'aria-labelledby': 'setup-check-h' },
+      h('h2', { id: 'setup-check-h' }, 'Is data arriving?'), status),
     h('section', { class: 'card', 'aria-labelledby': 'setup-sdk-h' },
       h('h2', { id: 'setup-sdk-h' }, 'Send events with a PostHog SDK'),
       h('p', { class: 'muted' }, 'Sightline speaks PostHog\'s protocol: point the unmodified SDK at this server.'),
       snippetTabs(installSnippets(proj.api_token, host), { label: 'SDK snippets' }),
       h('p', { class: 'muted small' }, 'Or try it from a terminal:'),
       codeBlock(`curl -X POST ${host}/batch/ -H 'Content-Type: application/json' \\\n  -d '{"api_key": "${proj.api_token}", "batch": [{"event": "my_first_event", "distinct_id": "user-42"}]}'`,
-        { label: 'curl command', id: 'code-curl' })),
-    h('section', { class: 'card', 'aria-labelledby': 'setup-check-h' },
-      h('h2', { id: 'setup-check-h' }, 'Check'), status));
+        { label: 'curl command', id: 'code-curl' }))));
 
   // the baseline: everything stored so far; then poll for anything stored after it
   let since = null;
