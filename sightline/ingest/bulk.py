@@ -434,6 +434,9 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
             in_flight = (writer.submit_job(job), table.num_rows)
     finally:
         settle()
+    tidy = getattr(storage, "compact_parts", None)
+    if tidy is not None and summary.loaded:  # merge the batches' files into large sorted parts
+        writer.run_exclusive(lambda _identity: tidy(hot=False))
     return summary
 
 

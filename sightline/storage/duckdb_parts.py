@@ -12,8 +12,8 @@ table ``UNION ALL`` the registered files.
 
 * Bulk import writes its batches straight into partition files (:meth:`append_part`).
 * :meth:`compact_parts` moves settled hot rows (older than a cutoff, normally the start of today)
-  into partition files, re-partitions parts of the old flat layout, and merges partitions that
-  have collected many small files.
+  into partition files, re-partitions parts of the old flat layout, and merges the small files
+  of each partition (bulk import batches, daily compactions) into files of up to 2M rows.
 * :meth:`prune_events` drops a project's events older than a cutoff: whole files below it are
   deleted, the boundary files are rewritten without the old rows (:meth:`rewrite_parts`, also
   what deleting a person's events uses), and hot rows are deleted.
@@ -42,8 +42,7 @@ UTC = timezone.utc
 
 PART_ORDER = "event, timestamp"
 ROW_GROUP_SIZE = 122_880
-MAX_PARTITION_FILES = 8           # merge a partition's small files once it has more than this
-MERGE_MAX_ROWS = 5_000_000        # files at least this big are left alone by merges
+MERGE_MAX_ROWS = 2_000_000        # merges write files of up to this many rows; bigger files stay
 SETTLE_PERIOD = timedelta(hours=24)  # hot rows stay this long after ingestion (dedup warm-up)
 
 # Where each registered part belongs (a part of the flat layout has no row here). A table of
@@ -338,10 +337,10 @@ class PartsMixin:
 
     # -- compaction ----------------------------------------------------------------------
     def compact_parts(self, cutoff: datetime | None = None, *, settled_before: datetime | None = None,
-                merge: bool = True) -> CompactReport:
+                      merge: bool = True, hot: bool = True) -> CompactReport:
         """Move hot rows older than ``cutoff`` (default: the start of today, UTC) and ingested
-        before ``settled_before`` (default: 24 hours ago) into partition files; re-partition
-        parts of the flat layout; merge partitions with many small files. One transaction."""
+        before ``settled_before`` (default: 24 hours ago) into partition files (unless not
+        ``hot``); re-partition parts of the flat layout; merge small files. One transaction."""
         from sightline.storage.duckdb_backend import _EVENT_COLUMNS
 
         now = datetime.now(UTC)
@@ -356,7 +355,8 @@ class PartsMixin:
             added: list[PartFile] = []
             removed: list[str] = []
             try:
-                n_hot = self._con.execute(f"SELECT count(*) FROM events_hot WHERE {hot_where}").fetchone()[0]
+                n_hot = self._con.execute(f"SELECT count(*) FROM events_hot WHERE {hot_where}").fetchone()[0] \
+                    if hot else 0
                 if n_hot:
                     added += self._write_partitions(f"SELECT {cols} FROM events_hot", hot_where)
                 flat = [p for p in self.part_files() if p.project_id is None]
@@ -380,24 +380,31 @@ class PartsMixin:
         return report
 
     def _merge_small_files(self, added: list[PartFile], removed: list[str]) -> tuple[list[PartFile], list[str]]:
-        """Merge the small files of every partition that has too many, counting the registered
-        files (less ``removed``) and the not yet registered ``added`` ones."""
+        """In every partition, merge the small files (fewer than ``MERGE_MAX_ROWS`` rows; the
+        registered ones less ``removed``, and the not yet registered ``added``) into files of
+        up to ``MERGE_MAX_ROWS`` rows: few, large, sorted files scan fastest, and each merge
+        rewrites a bounded amount."""
         gone = set(removed)
         by_partition: dict[str, list[PartFile]] = {}
         for p in [p for p in self.part_files() if p.name not in gone] + added:
-            if p.project_id is not None:
+            if p.project_id is not None and p.rows < MERGE_MAX_ROWS:
                 by_partition.setdefault(str(Path(p.name).parent), []).append(p)
         fresh = {p.name for p in added}
-        for folder, files in sorted(by_partition.items()):
-            small = [p for p in files if p.rows < MERGE_MAX_ROWS]
-            if len(files) <= MAX_PARTITION_FILES or len(small) < 2:
-                continue
-            paths = ", ".join(_str_literal(str(self.parts_dir / p.name)) for p in small)
-            merged = self._write_partitions(f"SELECT * FROM read_parquet([{paths}], hive_partitioning = false)")
-            names = {p.name for p in small}
-            self._unlink([p for p in added if p.name in names])  # never registered: just delete
-            added = [p for p in added if p.name not in names] + merged
-            removed += [n for n in names if n not in fresh]
+        for folder, small in sorted(by_partition.items()):
+            groups: list[list[PartFile]] = [[]]
+            for p in sorted(small, key=lambda p: p.min_timestamp or datetime.min.replace(tzinfo=UTC)):
+                if groups[-1] and sum(q.rows for q in groups[-1]) + p.rows > MERGE_MAX_ROWS:
+                    groups.append([])
+                groups[-1].append(p)
+            for group in groups:
+                if len(group) < 2:
+                    continue
+                paths = ", ".join(_str_literal(str(self.parts_dir / p.name)) for p in group)
+                merged = self._write_partitions(f"SELECT * FROM read_parquet([{paths}], hive_partitioning = false)")
+                names = {p.name for p in group}
+                self._unlink([p for p in added if p.name in names])  # never registered: just delete
+                added = [p for p in added if p.name not in names] + merged
+                removed += [n for n in names if n not in fresh]
         return added, removed
 
     # -- deleting rows from parts --------------------------------------------------------

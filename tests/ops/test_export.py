@@ -151,8 +151,9 @@ def test_memory_does_not_grow_with_the_export(tmp_path):
         assert full_n == n and small_n == 3 * n // 10
         size_mb = (tmp_path / f"full.{fmt}").stat().st_size / 1e6
         print(fmt, round(small_rss), round(full_rss), round(size_mb))
-        # holding the rows would take far more than the file: allow a small constant only
-        assert full_rss - small_rss < 40, (fmt, small_rss, full_rss, size_mb)
+        # holding the 300k rows (90 MB of JSON lines, about as much as Arrow strings) would grow
+        # the peak by ~100 MB or more; streaming stays within DuckDB's and the allocator's noise
+        assert full_rss - small_rss < 55, (fmt, small_rss, full_rss, size_mb)
     assert sum(1 for _ in open(tmp_path / "full.jsonl")) == n
     assert pq.ParquetFile(tmp_path / "full.parquet").metadata.num_rows == n
     if os.environ.get("SIGHTLINE_EXPORT_MEMORY_PROBE"):  # one window for everything: memory grows

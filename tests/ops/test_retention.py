@@ -206,17 +206,17 @@ def test_the_server_applies_retention_by_itself(tmp_path):
 def test_compaction_moves_settled_hot_rows_and_merges_small_files(tmp_path):
     import sightline
     from sightline.ingest.bulk import import_events
-    from sightline.storage import duckdb_parts
 
     data = tmp_path / "d"
     old = [{"event": "e", "distinct_id": f"d{i % 7}", "timestamp": (NOW - timedelta(days=40, hours=i % 48)).isoformat(),
             "properties": {"i": i}} for i in range(500)]
     with sightline.open(data) as core:
-        core.ingest(old)                                # hot rows, old timestamps
-        for k in range(duckdb_parts.MAX_PARTITION_FILES + 2):   # many small files in the same months
-            import_events(core, [{"event": "b", "distinct_id": "x", "timestamp": (NOW - timedelta(days=40)).isoformat(),
-                                  "properties": {"k": k}}], progress=False)
         st = core.storage
+        core.ingest(old)                                # hot rows, old timestamps
+        # an import's batches are merged into one file per partition at its end
+        import_events(core, [{"event": "b", "distinct_id": "x", "timestamp": (NOW - timedelta(days=40)).isoformat(),
+                              "properties": {"k": k}} for k in range(10)], progress=False, batch_rows=1)
+        assert len(st.part_files()) == 1
         hot = lambda: st.execute("SELECT count(*) FROM events_hot").rows[0][0]  # noqa: E731
         total = lambda: st.execute("SELECT count(*), count(DISTINCT uuid) FROM events").rows[0]  # noqa: E731
         assert hot() == 500 and total() == (510, 510)
@@ -229,7 +229,9 @@ def test_compaction_moves_settled_hot_rows_and_merges_small_files(tmp_path):
         per_partition: dict[str, int] = {}
         for f in files:
             per_partition[str(Path(f.name).parent)] = per_partition.get(str(Path(f.name).parent), 0) + 1
-        assert max(per_partition.values()) <= duckdb_parts.MAX_PARTITION_FILES
+        assert set(per_partition.values()) == {1}     # the small files were merged
+        assert {f.month.strftime("month=%Y-%m") for f in files} == \
+            {(NOW - timedelta(days=40, hours=h)).strftime("month=%Y-%m") for h in range(48)}
         assert {f.relative_to(data / "parts").as_posix() for f in part_files(data)} == {f.name for f in files}
         # files are sorted by (event, timestamp) inside
         for f in files:
