@@ -328,10 +328,21 @@ def _live_events(core, project_id: int, q) -> dict:
     if since is not None:
         where.append(f"e.created_at > {scope.params.add(since, 'since')}")
     order = "e.created_at DESC, e.timestamp DESC" if since is not None else "e.timestamp DESC, e.uuid DESC"
-    sql = (f"SELECT CAST(e.uuid AS VARCHAR), e.event, e.distinct_id, e.properties, e.timestamp, "
-           f"CAST({PERSON_ID_SQL} AS VARCHAR), e.created_at FROM events e{scope.joins()} "
-           f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT {scope.params.add(limit, 'limit')}")
-    rows = core.storage.execute(sql, scope.params.values).rows
+    # as in sightline.query.records.list_events: find the page on narrow columns, then read the
+    # wide ones only for its rows (bounded by the page's time range)
+    top = core.storage.execute(
+        f"SELECT e.timestamp, CAST(e.uuid AS VARCHAR) FROM events e{scope.joins()} "
+        f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT {scope.params.add(limit, 'limit')}",
+        scope.params.values).rows
+    rows = []
+    if top:
+        rows = core.storage.execute(
+            f"SELECT CAST(e.uuid AS VARCHAR), e.event, e.distinct_id, e.properties, e.timestamp, "
+            f"CAST({PERSON_ID_SQL} AS VARCHAR), e.created_at FROM events e LEFT JOIN person_overrides o "
+            f"ON o.project_id = e.project_id AND o.old_person_id = e.person_id WHERE e.project_id = $project "
+            f"AND e.timestamp >= $lo AND e.timestamp <= $hi AND list_contains($uuids, CAST(e.uuid AS VARCHAR))",
+            {"project": project_id, "lo": min(t for t, _ in top), "hi": max(t for t, _ in top),
+             "uuids": [u for _, u in top]}).rows
     results = [{"id": r[0], "uuid": r[0], "event": r[1], "distinct_id": r[2],
                 "properties": orjson.loads(r[3]) if r[3] else {}, "timestamp": _iso(r[4]),
                 "person_id": r[5], "created_at": _iso(r[6])} for r in rows]

@@ -203,15 +203,18 @@ async function detail(main, ctx, id) {
     clear(results, h('div', { class: 'banner banner-info' }, h('p', {}, 'Launch the experiment to switch its flag on and start collecting exposures.')));
     return;
   }
+  // the tables first (faster without the day-by-day series), then the cumulative chart
   let res;
   try {
-    res = await api(path('results/'), { quiet: true });
+    res = await api(path('results/') + '?cumulative=false', { quiet: true });
   } catch (err) {
     clear(results, h('p', { class: 'error', role: 'alert' }, `Results failed: ${err.message}`));
     return;
   }
   if (!ctx.isCurrent()) return;
-  drawResults(results, exp, res);
+  const cumulative = drawResults(results, exp, res);
+  api(path('results/'), { quiet: true }).then((r) => { if (ctx.isCurrent()) cumulative(r.cumulative); },
+    (err) => cumulative(null, err));
 }
 
 function verdict(metric, row) {
@@ -247,10 +250,10 @@ function drawResults(el, exp, res) {
   }
   const liftChart = h('div', { class: 'chart', id: 'lift-chart' });
   const cumChart = h('div', { class: 'chart', id: 'cumulative-chart' });
-  const cumSelect = (res.cumulative || []).length > 1 ? select(res.cumulative.map((c, i) => [i, c.name]), 0, { 'aria-label': 'Metric of the cumulative chart' }) : null;
+  const cumSelect = select([], 0, { 'aria-label': 'Metric of the cumulative chart', hidden: true });
   const charts = h('div', { class: 'results-charts' },
     h('section', { 'aria-labelledby': 'lift-h' }, h('h2', { id: 'lift-h' }, `Lift vs control (${level}% intervals)`), liftChart),
-    h('section', { 'aria-labelledby': 'cum-h' }, h('h2', { id: 'cum-h' }, 'Cumulative lift over time', cumSelect ? ' ' : '', cumSelect), cumChart));
+    h('section', { 'aria-labelledby': 'cum-h' }, h('h2', { id: 'cum-h' }, 'Cumulative lift over time ', cumSelect), cumChart));
   const roles = [['goal', 'Goal metrics'], ['secondary', 'Secondary metrics'], ['guardrail', 'Guardrails']];
   roles.forEach(([role, title], i) => {
     const ms = res.metrics.filter((m) => m.role === role);
@@ -263,9 +266,18 @@ function drawResults(el, exp, res) {
   parts.push(h('p', { class: 'muted small' }, `Computed ${relTime(res.computed_at)}. ${bayes ? 'Bayesian: chance to win is the probability the variant beats control.' : 'Frequentist: p-values are adjusted for multiple comparisons.'}`));
   clear(el, parts);
   drawLiftChart(liftChart, res, level);
-  const cum = () => drawCumulative(cumChart, res.cumulative?.[cumSelect ? Number(cumSelect.value) : 0], res, level);
-  cumSelect?.addEventListener('change', cum);
-  cum();
+  let series = null;
+  const cum = () => drawCumulative(cumChart, series?.[Number(cumSelect.value) || 0], level);
+  cumSelect.addEventListener('change', cum);
+  clear(cumChart, h('p', { class: 'muted' }, 'Loading the daily series…'));
+  /** Draw the cumulative chart from the full results' ``cumulative`` (or say why not). */
+  return (cumulative, err) => {
+    if (err) { clear(cumChart, h('p', { class: 'error' }, `The daily series failed: ${err.message}`)); return; }
+    series = cumulative || [];
+    clear(cumSelect, series.map((c, i) => h('option', { value: i }, c.name)));
+    cumSelect.hidden = series.length < 2;
+    cum();
+  };
 }
 
 function metricTable(m, bayes, level) {
@@ -318,7 +330,7 @@ async function drawLiftChart(el, res, level) {
   el.dataset.ready = 'true';
 }
 
-async function drawCumulative(el, cum, res, level) {
+async function drawCumulative(el, cum, level) {
   if (!cum || !cum.days?.length) { clear(el, h('p', { class: 'muted' }, 'No daily results yet.')); return; }
   const Plotly = await loadPlotly();
   const keys = Object.keys(cum.days[cum.days.length - 1].variants).filter((k) => k !== 'control');
