@@ -88,5 +88,15 @@ class Storage(Protocol):
     def checkpoint(self) -> None:
         """Make the on-disk files self-contained (fold the write-ahead log in)."""
 
+    # Retention (optional: :mod:`sightline.ops.prune` checks ``hasattr``; the DuckDB store has
+    # them, see :mod:`sightline.storage.duckdb_parts`; ClickHouse would expire data with a TTL).
+    # Callers hold the store exclusively (``Writer.run_exclusive``) for real runs.
+    def prune_events(self, project_id: int, before: datetime, *, dry_run: bool = False) -> Any:
+        """Delete (or count, ``dry_run``) the project's events with ``timestamp < before`` and
+        return the space; returns a report with ``to_json()`` (events, files, bytes)."""
+
+    def compact_parts(self) -> Any:
+        """Move settled recent rows into the time-partitioned layout and merge small files."""
+
     def close(self) -> None:
         """Flush and release the store."""
