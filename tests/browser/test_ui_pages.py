@@ -222,8 +222,9 @@ def test_person_search_properties_and_timeline(ui):
     assert page.evaluate(LOW_CONTRAST) == []
 
 
-def _flags_for(server, distinct_id: str) -> dict:
-    r = httpx.post(server.url + "/flags/?v=2", json={"api_key": server.token, "distinct_id": distinct_id})
+def _flags_for(server, distinct_id: str, **person_properties) -> dict:
+    r = httpx.post(server.url + "/flags/?v=2", json={"api_key": server.token, "distinct_id": distinct_id,
+                                                     "person_properties": person_properties})
     assert r.status_code == 200, r.text
     return r.json()["flags"]
 
@@ -246,6 +247,11 @@ def test_create_edit_and_toggle_a_flag(ui):
     page.get_by_label("Variant 2 percentage").fill("50")
     page.get_by_label("Payload for test").fill('{"color": "green"}')
     page.get_by_label("Condition set 1 rollout percentage").fill("100")
+    page.get_by_role("button", name="+ Property condition").click()
+    page.get_by_label("Filter 1 property").fill("email")
+    page.get_by_label("Filter 1 operator").select_option("icontains")
+    page.get_by_label("Filter 1 value").fill("@acme.test")
+    page.get_by_label("Filter 1 value").press("Tab")
     # an API error (an existing key) is shown inline, nothing is created
     page.get_by_label("Key", exact=True).fill("new-checkout")
     page.get_by_role("button", name="Create flag").click()
@@ -264,7 +270,10 @@ def test_create_edit_and_toggle_a_flag(ui):
     page.get_by_role("tab", name="posthog-python").click()
     assert f"get_feature_flag('{key}', 'user-42')" in page.locator("#code-flag-python").inner_text()
 
-    got = {d: _flags_for(server, d)[key] for d in ("ada", "bob", "cyd", "dan")}
+    assert flag["filters"]["groups"] == [{"properties": [{"key": "email", "operator": "icontains", "value": "@acme.test",
+                                                          "type": "person"}], "rollout_percentage": 100, "variant": None}]
+    assert _flags_for(server, "eve", email="eve@elsewhere.test")[key]["enabled"] is False
+    got = {d: _flags_for(server, d, email=f"{d}@acme.test")[key] for d in ("ada", "bob", "cyd", "dan")}
     assert all(f["enabled"] and f["variant"] in ("control", "test") for f in got.values())
     assert {f["variant"] for f in got.values()} <= {"control", "test"}
     test_user = next((d for d, f in got.items() if f["variant"] == "test"), None)
@@ -283,9 +292,9 @@ def test_create_edit_and_toggle_a_flag(ui):
     switch.click()
     page.wait_for_function(f"""async () => (await (await fetch('{P}feature_flags/{flag['id']}/')).json()).active === false""")
     assert not switch.is_checked()
-    assert _flags_for(server, "ada")[key]["enabled"] is False
+    assert _flags_for(server, "ada", email="ada@acme.test")[key]["enabled"] is False
     row = page.locator(f"#flags-table tr[data-key='{key}'] .rollout").inner_text()
-    assert row == "100% of everyone · control 50% / test 50%"
+    assert row == "1 condition set · control 50% / test 50%"
 
 
 def test_create_an_experiment_and_read_the_demo_results(ui):

@@ -2,7 +2,7 @@
 // refreshed every few seconds (pausable). The URL keeps the filters: /events?event=...&properties=[...]
 import { api, eventNames, project, propertyNames } from '../api.js';
 import { setQuery } from '../router.js';
-import { acField, autocomplete, clear, debounce, field, h, pageHeader, select } from '../ui.js';
+import { acField, autocomplete, clear, debounce, h, pageHeader, select } from '../ui.js';
 
 const REFRESH_MS = 3000;
 const MAX_ROWS = 300;
@@ -29,17 +29,18 @@ export function propertyFilterRow(f, onChange, onRemove, { type = 'event', index
     () => propertyNames(f.type || type));
   const op = select(OPERATORS, f.operator || 'exact', { 'aria-label': `Filter ${index + 1} operator`, class: 'prop-op' });
   const value = h('input', { type: 'text', value: f.value ?? '', 'aria-label': `Filter ${index + 1} value`, placeholder: 'value', class: 'prop-value' });
-  const sync = () => {
+  const later = debounce(onChange, 400);
+  const sync = (now) => {  // the filter is always current; onChange (a reload) waits for typing to pause
     f.key = key.input.value.trim();
     f.operator = op.value;
     f.value = filterValue(op.value, value.value);
     value.hidden = NO_VALUE.has(op.value);
-    onChange();
+    if (now === true) onChange(); else later();
   };
-  key.input.addEventListener('change', sync);
-  key.input.addEventListener('input', debounce(sync, 400));
-  op.addEventListener('change', sync);
-  value.addEventListener('input', debounce(sync, 400));
+  key.input.addEventListener('change', () => sync(true));
+  key.input.addEventListener('input', sync);
+  op.addEventListener('change', () => sync(true));
+  value.addEventListener('input', sync);
   value.hidden = NO_VALUE.has(op.value);
   return h('div', { class: 'row prop-filter' }, key, op, value,
     h('button', { type: 'button', class: 'btn btn-ghost btn-icon', 'aria-label': `Remove filter ${index + 1}`, onclick: onRemove }, '×'));
@@ -82,7 +83,9 @@ export async function render(main, ctx) {
     h('thead', {}, h('tr', {}, ['', 'Time', 'Event', 'Person', 'URL / screen', 'Browser'].map((c, i) =>
       h('th', { scope: 'col' }, i === 0 ? h('span', { class: 'visually-hidden' }, 'Details') : c)))), tbody));
 
-  eventAc.input.addEventListener('change', () => { state.event = eventAc.input.value.trim(); reload(); });
+  const eventChanged = () => { if (eventAc.input.value.trim() !== state.event) { state.event = eventAc.input.value.trim(); reload(); } };
+  eventAc.input.addEventListener('change', eventChanged);
+  eventAc.input.addEventListener('input', debounce(eventChanged, 600));
   eventAc.input.addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); state.event = eventAc.input.value.trim(); reload(); } });
 
   main.append(pageHeader('Live events', pauseBtn),

@@ -2,7 +2,7 @@
 // property conditions, payloads), the flag's change history and its SDK snippets.
 import { api, ApiError, project } from '../api.js';
 import { clear, empty, field, h, pageHeader, relTime, toast } from '../ui.js';
-import { propertyFilterRow } from './events.js';
+import { OPERATORS, propertyFilterRow } from './events.js';
 import { currentProject, flagSnippets, snippetTabs } from './settings_snippets.js';
 
 export async function render(main, ctx) {
@@ -67,6 +67,10 @@ function formState(flag) {
   };
 }
 
+const EDITABLE_OPERATORS = new Set(OPERATORS.map(([op]) => op));
+/** Person-property conditions are edited in the form; cohort and flag conditions are kept as they are. */
+const editable = (p) => (p.type || 'person') === 'person' && EDITABLE_OPERATORS.has(p.operator || 'exact');
+
 function numberInput(value, label, attrs = {}) {
   return h('input', { type: 'number', min: 0, max: 100, step: 'any', value, 'aria-label': label, ...attrs });
 }
@@ -96,8 +100,12 @@ async function editor(main, ctx, id) {
   function drawGroups() {
     clear(groupsBox, s.groups.map((g, gi) => {
       const props = h('div', {});
-      const drawProps = () => clear(props, g.properties.map((p, pi) => propertyFilterRow(p, () => {},
-        () => { g.properties.splice(pi, 1); drawProps(); }, { type: 'person', index: pi })));
+      const drawProps = () => clear(props, g.properties.map((p, pi) => (editable(p)
+        ? propertyFilterRow(p, () => {}, () => { g.properties.splice(pi, 1); drawProps(); }, { type: 'person', index: pi })
+        : h('div', { class: 'row' }, h('span', { class: 'chip' }, `${p.type} ${p.key} ${p.operator || ''} ${JSON.stringify(p.value ?? '')}`),
+          h('span', { class: 'muted small' }, '(edit over the API)'),
+          h('button', { type: 'button', class: 'btn btn-ghost btn-icon', 'aria-label': `Remove condition ${pi + 1}`,
+            onclick: () => { g.properties.splice(pi, 1); drawProps(); } }, '×')))));
       drawProps();
       const rollout = numberInput(g.rollout_percentage, `Condition set ${gi + 1} rollout percentage`, { class: 'group-rollout' });
       rollout.addEventListener('input', () => { g.rollout_percentage = rollout.value === '' ? null : Number(rollout.value); });
@@ -168,7 +176,9 @@ async function editor(main, ctx, id) {
       key: key.value.trim(), name: name.value.trim(), active: active.checked,
       ensure_experience_continuity: continuity.checked,
       filters: {
-        groups: s.groups.map((g) => ({ properties: g.properties.filter((p) => p.key).map((p) => ({ key: p.key, operator: p.operator || 'exact', value: p.value, type: p.type || 'person' })),
+        ...(flag?.filters || {}),  // keeps what the form does not edit (group type, holdout…)
+        groups: s.groups.map((g) => ({ properties: g.properties.filter((p) => p.key).map((p) => (editable(p)
+          ? { key: p.key, operator: p.operator || 'exact', value: p.value, type: p.type || 'person' } : p)),
           rollout_percentage: g.rollout_percentage, variant: g.variant || null })),
         multivariate: s.variants.length ? { variants: s.variants.map((v) => ({ key: v.key, name: v.name || undefined, rollout_percentage: Number(v.rollout_percentage) })) } : null,
         payloads,
