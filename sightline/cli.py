@@ -79,8 +79,11 @@ def main() -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--json-logs", is_flag=True, envvar="SIGHTLINE_JSON_LOGS", help="Log one JSON object per line.")
+@click.option("--store", envvar="SIGHTLINE_STORE", show_envvar=True, default=None,
+              help="The event store: duckdb (default), chdb (in-process ClickHouse under the data directory) "
+                   "or clickhouse://user:pass@host:8123/db. Metadata stays in the data directory.")
 def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_key: str | None,
-          max_body_mb: int, log_level: str, json_logs: bool) -> None:
+          max_body_mb: int, log_level: str, json_logs: bool, store: str | None) -> None:
     """Run the Sightline server (capture API, flags, query API) in one process."""
     import uvicorn
 
@@ -90,7 +93,7 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
     settings = Settings(max_body_bytes=max_body_mb * 1024 * 1024,
                         max_decoded_bytes=max_body_mb * 1024 * 1024)
     core = _open(data_dir, project_token=project_token or os.environ.get("SIGHTLINE_PROJECT_TOKEN"),
-                 api_key=api_key, settings=settings)
+                 api_key=api_key, settings=settings, store=store)
     info = core.bootstrap_info
     url = f"http://{host}:{port}"
     click.echo(f"Sightline is starting on {url}  (data: {data_dir.resolve()})")
@@ -476,6 +479,10 @@ from sightline.ops.cli import COMMANDS as ops_commands  # noqa: E402  (backup, r
 
 for _command in ops_commands:
     main.add_command(_command)
+
+from sightline.ops.migrate import migrate_command  # noqa: E402  (DuckDB → ClickHouse)
+
+main.add_command(migrate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -254,6 +254,9 @@ class ChdbTransport:
     def command(self, sql: str, params: dict | None = None, settings: dict | None = None) -> None:
         self._run(sql, params, settings, "CSV")
 
+    def commands(self, statements: list[str]) -> None:
+        self._s.query(";\n".join(statements), "CSV")  # one round trip
+
     def query_arrow(self, sql: str, params: dict | None = None, settings: dict | None = None) -> pa.Table:
         res = self._run(sql, params, settings, "ArrowTable")
         return res
@@ -304,6 +307,10 @@ class HttpTransport:
     def command(self, sql: str, params: dict | None = None, settings: dict | None = None) -> None:
         self._c.command(sql, parameters=params or None, settings=settings)
 
+    def commands(self, statements: list[str]) -> None:
+        for sql in statements:  # HTTP takes one statement per request
+            self._c.command(sql)
+
     def query_arrow(self, sql: str, params: dict | None = None, settings: dict | None = None) -> pa.Table:
         return self._c.query_arrow(sql, parameters=params or None, settings=settings)
 
@@ -341,9 +348,7 @@ class ClickHouseStorage:
 
     # -- schema -------------------------------------------------------------------------
     def _create_schema(self) -> None:
-        self.t.command(events_ddl())
-        for ddl in other_ddl():
-            self.t.command(" ".join(ddl.split()))
+        self.t.commands([events_ddl()] + [" ".join(ddl.split()) for ddl in other_ddl()])
         rows = _rows(self.t.query_arrow("SELECT max(version) FROM sightline_schema"))
         current = rows[0][0] if rows else None
         if current is None:
