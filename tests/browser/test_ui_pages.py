@@ -329,6 +329,12 @@ def test_create_an_experiment_and_read_the_demo_results(ui):
     s = exp["metrics_secondary"][0]
     assert (s["metric_type"], s["source"]["math"], s["source"]["math_property"]) == ("mean", "sum", "revenue")
     assert _flags_for(server, "anyone")[flag_key]["variant"] in ("control", "test")
+    # edit it: the new hypothesis is stored
+    page.get_by_role("button", name="Edit").click()
+    page.locator("#experiment-edit").get_by_label("Hypothesis").fill("Shorter forms convert 10% better.")
+    page.locator("#experiment-edit").get_by_role("button", name="Save").click()
+    page.get_by_text("Hypothesis: Shorter forms convert 10% better.").wait_for()
+    assert page.api.get(P + f"experiments/{exp['id']}/").json()["hypothesis"] == "Shorter forms convert 10% better."
 
     # the demo's "New checkout": the page's numbers are the results API's
     demo = next(e for e in page.api.get(P + "experiments/").json()["results"] if e["name"] == "New checkout")

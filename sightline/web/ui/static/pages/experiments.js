@@ -185,10 +185,32 @@ async function detail(main, ctx, id) {
       if (confirm(`Ship ${shipSelect.value}? The flag ${exp.feature_flag_key} will give everyone ${shipSelect.value}.`)) act('ship', { variant: shipSelect.value });
     } }, 'Ship variant'));
   }
+  actions.push(h('button', { class: 'btn', type: 'button', id: 'edit-experiment', onclick: () => { editForm.hidden = false; editName.focus(); } }, 'Edit'));
+  const editName = h('input', { type: 'text', value: exp.name, maxlength: 400, required: true });
+  const editHyp = h('textarea', { rows: 2, style: 'min-height:54px;font-family:var(--font)' });
+  editHyp.value = exp.hypothesis || '';
+  const editError = h('div', { class: 'inline-error', role: 'alert' });
+  const editForm = h('form', { class: 'card', hidden: true, id: 'experiment-edit', 'aria-label': 'Edit experiment', style: 'margin-bottom:14px' },
+    editError, field('Name', editName), field('Hypothesis', editHyp),
+    h('p', { class: 'muted small' }, exp.status === 'draft' ? '' : 'The flag and the variants are fixed once an experiment has launched.'),
+    h('div', { class: 'row' }, h('button', { type: 'submit', class: 'btn btn-primary' }, 'Save'),
+      h('button', { type: 'button', class: 'btn', onclick: () => { editForm.hidden = true; } }, 'Cancel')));
+  editForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    editError.textContent = '';
+    try {
+      await api(path(), { method: 'PATCH', quiet: true,
+        body: { name: editName.value.trim(), hypothesis: editHyp.value.trim() || null, version: exp.version } });
+      toast('Saved.');
+      ctx.navigate(location.pathname, { replace: true });
+    } catch (err) {
+      editError.textContent = err.message;
+    }
+  });
   const metricsList = [...exp.metrics.map((m) => ['Goal', m]), ...exp.metrics_secondary.map((m) => ['Secondary', m]), ...(exp.metrics_guardrails || []).map((m) => ['Guardrail', m])];
   const results = h('div', { id: 'experiment-results', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Calculating results…'));
   main.append(h('p', {}, h('a', { href: '/experiments', class: 'btn btn-ghost btn-small' }, '← Experiments')),
-    pageHeader(exp.name, statusBadge(exp.status), ...actions),
+    pageHeader(exp.name, statusBadge(exp.status), ...actions), editForm,
     h('section', { class: 'card', 'aria-label': 'About this experiment', style: 'margin-bottom:14px' },
       exp.hypothesis ? h('p', { style: 'margin-top:0' }, h('strong', {}, 'Hypothesis: '), exp.hypothesis) : null,
       h('dl', { class: 'kv' },
