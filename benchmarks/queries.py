@@ -18,6 +18,9 @@ For each size (``--events``, or every entry of ``--sizes``):
    (``$pageview``, day) and paths (``$pageview``, default step limit) — each through
    ``core.query(...)`` (what the HTTP API calls), one warm-up then ``--repeat`` timed runs;
    median and p90 are printed, with the share spent inside DuckDB.
+   With ``--store chdb`` the loaded data is then copied into a chdb (in-process ClickHouse)
+   store with ``sightline migrate`` and the same queries run on it through ``core.query``;
+   the summary shows both engines side by side, their ratio, and whether the results agree.
 3. **windowFunnel comparison**: the same Parquet file is loaded (not timed) into chdb
    (ClickHouse in-process) as a MergeTree table ordered by ``(distinct_id, timestamp)`` and
    ``windowFunnel(14 days)`` over ``$pageview → signed_up → purchase`` is timed the same way;
@@ -31,6 +34,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/queries.py --events 1000000 --persons 100000
     .venv/bin/python benchmarks/queries.py --sizes 1000000,10000000 --data-dir /tmp/slbench
     .venv/bin/python benchmarks/queries.py --events 200000 --persons 20000 --repeat 2   # smoke
+    .venv/bin/python benchmarks/queries.py --events 1000000 --persons 100000 --store chdb  # both engines
 
 ``--data-dir`` keeps the generated file and the loaded data directory in a sub-directory
 named after the parameters (events, persons, days, seed, generator version), so a rerun
@@ -349,6 +353,22 @@ def queries(days: int) -> list[tuple[str, str, dict]]:
     ]
 
 
+def _digest(raw: dict) -> str:
+    """A fingerprint of a result (floats rounded), to compare engines."""
+    import hashlib
+
+    def norm(v):
+        if isinstance(v, float):
+            return float(f"{v:.9g}")  # engines sum in different orders
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in sorted(v.items())}
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        return v
+
+    return hashlib.sha1(json.dumps(norm(raw), sort_keys=True, default=str).encode()).hexdigest()
+
+
 def summarize(name: str, raw: dict) -> str:
     res = raw.get("results")
     if name.startswith("funnel"):
@@ -446,13 +466,35 @@ def _install_sql_capture():
     return captured
 
 
-def phase_queries(cache: str, days: int, repeat: int, explain: list[str]) -> dict:
+def phase_migrate(cache: str) -> dict:
+    """Copy the loaded DuckDB store into chdb with `sightline migrate` (the ClickHouse load)."""
+    from sightline.ops.migrate import migrate
+
+    store = chdb_store(cache)
+    marker = Path(cache) / "chdb-migrated.json"
+    if marker.exists():
+        return json.loads(marker.read_text()) | {"reused": True}
+    report = migrate(Path(cache) / "data", store)
+    if not report.ok:
+        raise RuntimeError(f"migration mismatch: {report.to_json()}")
+    out = {"seconds": report.seconds, "events": report.events_target,
+           "events_per_s": report.events_target / report.seconds if report.seconds else 0.0,
+           "peak_rss_mb": _rss_mb()}
+    marker.write_text(json.dumps(out))
+    return out
+
+
+def chdb_store(cache: str) -> str:
+    return f"chdb://{Path(cache).resolve() / 'chdb-store'}"
+
+
+def phase_queries(cache: str, days: int, repeat: int, explain: list[str], store: str | None = None) -> dict:
     import sightline
 
     captured = _install_sql_capture()
     out: dict[str, dict] = {}
     load_before = os.getloadavg()
-    with sightline.open(Path(cache) / "data") as core:
+    with sightline.open(Path(cache) / "data", store=store) as core:
         for name, label, q in queries(days):
             captured.clear()
             t = time.perf_counter()
@@ -473,9 +515,10 @@ def phase_queries(cache: str, days: int, repeat: int, explain: list[str]) -> dic
                          "sql_share": sql_share, "summary": summarize(name, raw), "statements": len(sql)}
             if name.startswith("funnel"):
                 out[name]["counts"] = [s["count"] for s in raw["results"]]
+            out[name]["digest"] = _digest(raw)
             _say(f"  {name:<19} median {med * 1000:9.1f} ms  p90 {p90 * 1000:9.1f} ms  min {min(times) * 1000:9.1f} ms  "
                  f"warm-up {warm * 1000:8.1f} ms  "
-                 f"in DuckDB {sql_share:4.0%}  | {out[name]['summary']}")
+                 f"in the engine {sql_share:4.0%}  | {out[name]['summary']}")
             if name in explain:
                 for s, p in sql:
                     _say(explain_analyze(core, name, s, p))
@@ -601,6 +644,16 @@ def run_size(root: Path, events: int, persons: int, args) -> dict:
     _say(f"  peak RSS of the query process: {q['peak_rss_mb']:,.0f} MB; 1-min load average "
          f"{q['loadavg_before'][0]:.1f} before, {q['loadavg'][0]:.1f} after the queries "
          f"(above {os.cpu_count()}, other work on the machine skews the timings)")
+    engine = None
+    if args.store == "chdb":
+        mig = _in_process(phase_migrate, str(cache))
+        _say(f"  chdb load: `sightline migrate` copied {mig['events']:,} events in {mig['seconds']:.1f}s "
+             f"= {mig['events_per_s']:,.0f} events/s" + (" (earlier run, reused)" if mig.get("reused") else ""))
+        _say("  the same queries on the ClickHouse engine (chdb store):")
+        cq = _in_process(phase_queries, str(cache), args.days, args.repeat, [], chdb_store(str(cache)))
+        engine = {"migrate": mig, "queries": cq}
+        for name, r in cq["queries"].items():
+            r["same_result"] = r["digest"] == q["queries"][name]["digest"]
     ch = None
     if not args.no_chdb:
         ch = _in_process(phase_chdb, str(cache), args.days, args.repeat)
@@ -619,7 +672,7 @@ def run_size(root: Path, events: int, persons: int, args) -> dict:
                  f"{'MATCH' if same else 'MISMATCH'}")
             ch["match"] = same
             _say(f"  peak RSS of the chdb process: {ch['peak_rss_mb']:,.0f} MB")
-    return {"events": events, "persons": persons, "prep": prep, "queries": q, "chdb": ch}
+    return {"events": events, "persons": persons, "prep": prep, "queries": q, "chdb": ch, "engine": engine}
 
 
 def print_table(runs: list[dict], args, version: str = "") -> None:
@@ -643,6 +696,22 @@ def print_table(runs: list[dict], args, version: str = "") -> None:
     for n in names:
         vals = [(r["queries"]["queries"][n]["median"], r["queries"]["queries"][n]["p90"]) for r in runs]
         lines.append(row(n, vals, (vals[0][0], vals[-1][0])))
+    if all(r.get("engine") for r in runs):
+        lines.append("-" * len(head))
+        lines.append("ClickHouse engine (chdb store, same queries through core.query):")
+        for n in names:
+            vals = [(r["engine"]["queries"]["queries"][n]["median"], r["engine"]["queries"]["queries"][n]["p90"])
+                    for r in runs]
+            lines.append(row(n + " [chdb]", vals, (vals[0][0], vals[-1][0])))
+        lines.append(f"{'chdb / duckdb (median)':<32}" + "".join(
+            f"{'':>14}{'':>12}" for _ in runs))
+        for n in names:
+            lines.append(f"{'  ' + n:<32}" + "".join(
+                f"{r['engine']['queries']['queries'][n]['median'] / r['queries']['queries'][n]['median']:>13.1f}x"
+                f"{'same' if r['engine']['queries']['queries'][n]['same_result'] else 'DIFFERS':>12}" for r in runs))
+        lines.append(f"{'chdb load (migrate) s':<32}" + "".join(
+            f"{r['engine']['migrate']['seconds']:>14.1f}{r['engine']['migrate']['events_per_s']:>12,.0f}"
+            for r in runs))
     if all(r["chdb"] and "mergetree" in r["chdb"] for r in runs):
         vals = [(r["chdb"]["mergetree"]["median"], r["chdb"]["mergetree"]["p90"]) for r in runs]
         lines.append(row("chdb windowFunnel (3 steps)", vals, (vals[0][0], vals[-1][0])))
@@ -688,7 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--persons", type=int, default=1_000_000, help="persons (distinct_ids) at --events")
     p.add_argument("--days", type=int, default=30, help="days the events span")
     p.add_argument("--seed", type=int, default=42, help="random seed of the generator")
-    p.add_argument("--store", choices=["duckdb", "chdb"], default="duckdb", help="the event store to benchmark")
+    p.add_argument("--store", choices=["duckdb", "chdb"], default="duckdb",
+                   help="chdb: also copy the loaded data into a ClickHouse (chdb) store with `sightline migrate` "
+                        "and run the same queries on it, side by side with DuckDB (results compared)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per query (after one warm-up)")
     p.add_argument("--sizes", help="comma-separated event counts (e.g. 1000000,10000000) to show growth; "
                                    "persons scale with the events")
@@ -700,9 +771,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write all figures as JSON here")
     args = p.parse_args(argv)
 
-    if args.store == "chdb":
-        _say("ClickHouse backend not available yet (the chdb windowFunnel comparison runs with --store duckdb).")
-        return 0
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     sizes = [int(float(x)) for x in args.sizes.split(",")] if args.sizes else [args.events]
@@ -727,6 +795,8 @@ def main(argv: list[str] | None = None) -> int:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     mismatch = any(r["chdb"] and r["chdb"].get("match") is False for r in runs)
+    mismatch |= any(r.get("engine") and not all(x["same_result"] for x in r["engine"]["queries"]["queries"].values())
+                    for r in runs)
     return 1 if mismatch else 0
 
 
