@@ -8,9 +8,10 @@ is written under ``<out>.partial`` and renamed when complete.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -18,7 +19,6 @@ import pyarrow as pa
 from sightline.errors import InvalidInput
 from sightline.ops.prune import parse_moment
 
-UTC = timezone.utc
 WINDOW_ROWS = 100_000      # at most this many events sorted at once (a single busier day is one window)
 BATCH_ROWS = 10_000        # rows per Arrow batch handed to the writer
 _DAY_US = 86_400 * 1_000_000

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sightline.errors import InvalidInput
 
 log = logging.getLogger("sightline.retention")
-UTC = timezone.utc
 
 MIN_RETENTION_DAYS = 1
 MAX_RETENTION_DAYS = 3650

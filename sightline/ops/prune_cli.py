@@ -18,8 +18,8 @@ def _mb(n: int) -> str:
 def render(report: dict) -> str:
     verb = "Would delete" if report["dry_run"] else "Deleted"
     lines = [f"{verb} {report['events']:,} events of project {report['project_id']} before {report['before']}",
-             f"  hot table: {report['hot_events']:,}   parts: {report['part_events']:,} "
-             f"({report['files_deleted']} files deleted, {report['files_rewritten']} rewritten)"]
+             (f"  hot table: {report['hot_events']:,}   parts: {report['part_events']:,} "
+              f"({report['files_deleted']} files deleted, {report['files_rewritten']} rewritten)")]
     if report["dry_run"]:
         lines.append(f"  Parquet data to remove: about {_mb(report['part_bytes'])} "
                      f"(event store now {_mb(report['disk_bytes_before'])})")

@@ -31,14 +31,13 @@ the server runs them through ``Writer.run_exclusive``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
-
-UTC = timezone.utc
 
 PART_ORDER = "event, timestamp"
 ROW_GROUP_SIZE = 122_880
@@ -408,7 +407,7 @@ class PartsMixin:
         return added, removed
 
     # -- deleting rows from parts --------------------------------------------------------
-    def _plan_rewrite(self, files: list[PartFile], where: str, params: list) -> "_Rewrite":
+    def _plan_rewrite(self, files: list[PartFile], where: str, params: list) -> _Rewrite:
         """For each file holding rows that match ``where``: drop it if every row matches, else
         write its other rows to a new file. Nothing is registered yet."""
         plan = _Rewrite()
