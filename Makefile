@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= sightline-data
-EVENTS ?= 200000
+EVENTS ?= 500000
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 

@@ -191,7 +191,7 @@ def import_(files: tuple[Path, ...], data_dir: Path, fmt: str, no_progress: bool
 
 @main.command()
 @DATA_DIR
-@click.option("--events", "n_events", default=200_000, show_default=True, type=click.IntRange(0),
+@click.option("--events", "n_events", default=500_000, show_default=True, type=click.IntRange(0),
               help="How many events to generate.")
 @click.option("--seed", default=42, show_default=True, type=int, help="Random seed (same seed, same data).")
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1),
