@@ -22,8 +22,15 @@ Definitions (see ``docs/experiments.md``):
   denominator and covariates alike) is capped at the P-quantile of that value over all included
   persons of all variants (winsorizing; funnels are 0/1 and never capped).
 
-Every statistic is a sum over persons (n, Σx, Σx², Σy, Σy², Σxy, Σz, ...), computed per variant in
-one query per metric (one more for the day-by-day cumulative series).
+Every statistic is a sum over persons (n, Σx, Σx², Σy, Σy², Σxy, Σz, ...), computed per variant.
+
+**One statement, one scan.** The exposures, every metric and the day-by-day cumulative series are
+computed by a single SQL statement: one scan of ``events`` (project, the experiment's time range
+and ``event IN`` the exposure and metric events, all pushed into the storage scan) evaluates, per
+row, the exposure condition and every metric's step conditions and values into the ``ev`` CTE;
+exposures (``exp_events`` → ``exposed`` → ``units``) and each metric's CTEs (prefixed ``m<i>_``)
+read only ``ev``. Reading the JSON ``properties`` column dominates the cost, so one scan instead of
+one per metric (and one more per exposure computation) is what makes results fast.
 """
 
 from __future__ import annotations
@@ -60,6 +67,16 @@ class Exposures:
         return sum(self.counts.values())
 
 
+@dataclass
+class Batch:
+    """Everything one statement computed: exposures, per metric the per-variant statistics and,
+    for the metrics asked, the cumulative series (local day → variant → statistics)."""
+
+    exposures: Exposures
+    stats: list[dict[str, MetricStats]]
+    cumulative: dict[int, list[tuple[date, dict[str, MetricStats]]]]
+
+
 def _filters(raw: list) -> list[PropertyFilter]:
     return [PropertyFilter.model_validate(p) for p in raw or []]
 
@@ -74,7 +91,8 @@ def is_ratio(metric: dict) -> bool:
 
 
 class ExperimentSQL:
-    """SQL of one experiment: the exposure CTEs, then per metric the per-person values."""
+    """SQL of one experiment: the shared scan ``ev``, the exposure CTEs, then per metric the
+    per-person values, all in one statement (see the module docstring)."""
 
     def __init__(self, ctx: QueryContext, exp: dict, *, now: datetime | None = None) -> None:
         self.ctx, self.exp = ctx, exp
@@ -85,62 +103,19 @@ class ExperimentSQL:
         self.variants = [v["key"] for v in exp["parameters"]["feature_flag_variants"]]
         self.stats = exp["stats_config"]
         self.tz = ctx.timezone or "UTC"
+        self.cuped = bool(self.stats.get("cuped"))
+        self.pre_secs = int(self.stats.get("cuped_pre_period_days") or 14) * 86400
+        # metric events count from `lo` (the CUPED pre-period reaches back before the start)
+        self.lo = self.start - timedelta(seconds=self.pre_secs) if self.cuped and self.start else self.start
+        self._tzp: str | None = None
 
-    # -- exposures ----------------------------------------------------------------------------
-    def _time_bounds(self, lo: datetime) -> list[str]:
-        p = self.scope.params
-        out = [f"e.timestamp >= {p.add(lo, 'start')}"]
-        if self.end is not None:
-            out.append(f"e.timestamp < {p.add(self.end, 'end')}")
-        return out
+    @property
+    def tzp(self) -> str:
+        if self._tzp is None:
+            self._tzp = self.scope.params.add(self.tz, "tz")
+        return self._tzp
 
-    def exposure_ctes(self) -> list[str]:
-        s, p, d = self.scope, self.scope.params, self.scope.dialect
-        crit = self.exp["exposure_criteria"]
-        cfg = crit["exposure_config"]
-        key = self.exp["feature_flag_key"]
-        where = [f"e.project_id = {s.project}", f"e.event = {p.add(cfg['event'], 'event')}"]
-        where += self._time_bounds(self.start)
-        if cfg["event"] == EXPOSURE_EVENT:
-            variant = d.event_property(p, "$feature_flag_response")
-            where.append(f"{d.event_property(p, '$feature_flag')} = {p.add(key, 'flag')}")
-        else:
-            variant = d.event_property(p, f"$feature/{key}")
-        where.append(f"list_contains({p.add(self.variants, 'variants')}, {variant})")
-        where.append(properties_sql(_filters(cfg.get("properties")), s))
-        if crit.get("filterTestAccounts"):
-            where.append(properties_sql(test_account_filters(self.ctx.settings), s))
-        self._exposure_where = (variant, [w for w in where if w != "true"])
-        tzp = p.add(self.tz, "tz")
-        keep = "true" if crit.get("multiple_variant_handling") == "first_seen" else "nv = 1"
-        return [
-            "exp_events AS (SELECT {pid} AS pid, e.timestamp AS ts, {v} AS variant FROM events e{{joins}} "
-            "WHERE {w})".format(pid=PERSON_ID, v=variant, w=" AND ".join(self._exposure_where[1])),
-            "exposed AS (SELECT pid, min(ts) AS exp_ts, arg_min(variant, ts) AS variant, "
-            "count(DISTINCT variant) AS nv FROM exp_events GROUP BY pid)",
-            f"units AS (SELECT pid, exp_ts, variant, CAST({d.local('exp_ts', tzp)} AS DATE) AS exp_day "
-            f"FROM exposed WHERE {keep})",
-        ]
-
-    def _with(self, ctes: list[str]) -> str:
-        # the joins (person overrides, person properties for filters) are known only now
-        joins = self.scope.joins()
-        return "WITH " + ", ".join(c.replace("{joins}", joins) for c in ctes)
-
-    def exposures(self) -> Exposures:
-        ctes = self.exposure_ctes()
-        sql = (self._with(ctes) + " SELECT variant, count(*) FILTER (WHERE nv = 1), count(*) FILTER (WHERE nv > 1) "
-               "FROM exposed GROUP BY variant")
-        rows = self.ctx.execute(sql, self.scope.params.values)
-        handling = self.exp["exposure_criteria"].get("multiple_variant_handling", "exclude")
-        counts = {v: 0 for v in self.variants}
-        multi: dict[str, int] = {}
-        for variant, single, many in rows:
-            counts[variant] = int(single) + (int(many) if handling == "first_seen" else 0)
-            multi[variant] = int(many)
-        return Exposures(counts, sum(multi.values()), multi, handling)
-
-    # -- metrics --------------------------------------------------------------------------------
+    # -- the shared scan ------------------------------------------------------------------------
     def _node_cond(self, node: dict) -> str:
         s, p = self.scope, self.scope.params
         cond = f"e.event = {p.add(node['event'], 'event')}"
@@ -154,24 +129,47 @@ class ExperimentSQL:
         d = self.scope.dialect
         return d.to_number(d.event_property(self.scope.params, node["math_property"]))
 
-    def metric_ctes(self, metric: dict) -> list[str]:
-        """CTEs ``m_events`` (the metric's events), ``deltas`` (pid, d, num, den: what each local
-        day adds to a person's value after exposure) and ``pre`` (pid, z, w: the pre-period value)."""
+    @staticmethod
+    def _events_of(metric: dict) -> list[str]:
+        if metric["metric_type"] == "funnel":
+            return [n["event"] for n in metric["series"]]
+        if metric["metric_type"] == "ratio":
+            return [metric["numerator"]["event"], metric["denominator"]["event"]]
+        return [metric["source"]["event"]]
+
+    def _exposure_cols(self) -> list[str]:
+        """``x_exp`` (the row is an exposure) and ``variant``."""
+        s, p, d = self.scope, self.scope.params, self.scope.dialect
+        crit = self.exp["exposure_criteria"]
+        cfg = crit["exposure_config"]
+        key = self.exp["feature_flag_key"]
+        cond = [f"e.event = {p.add(cfg['event'], 'event')}", f"e.timestamp >= {p.add(self.start, 'start')}"]
+        if cfg["event"] == EXPOSURE_EVENT:
+            variant = d.event_property(p, "$feature_flag_response")
+            cond.append(f"{d.event_property(p, '$feature_flag')} = {p.add(key, 'flag')}")
+        else:
+            variant = d.event_property(p, f"$feature/{key}")
+        cond.append(d.has(p.add(self.variants, "variants"), variant))
+        cond.append(properties_sql(_filters(cfg.get("properties")), s))
+        if crit.get("filterTestAccounts"):
+            cond.append(properties_sql(test_account_filters(self.ctx.settings), s))
+        cond = [c for c in cond if c != "true"]
+        return [f"({' AND '.join(cond)}) AS x_exp", f"{variant} AS variant"]
+
+    def _metric_cols(self, i: int, metric: dict) -> list[str]:
+        """Per metric ``m<i>_in`` (the row counts for the metric), ``m<i>_s<k>`` (funnel steps),
+        ``m<i>_num`` and ``m<i>_den`` (what the row adds to the value and the denominator)."""
         s, p, d = self.scope, self.scope.params, self.scope.dialect
         kind = metric["metric_type"]
-        cuped = bool(self.stats.get("cuped"))
-        pre_secs = int(self.stats.get("cuped_pre_period_days") or 14) * 86400
-        lo = self.start - timedelta(seconds=pre_secs) if cuped else self.start
-        where = [f"e.project_id = {s.project}"] + self._time_bounds(lo)
+        base = [f"e.timestamp >= {p.add(self.lo, 'lo')}"]
         if self.exp["exposure_criteria"].get("filterTestAccounts"):
             ta = properties_sql(test_account_filters(self.ctx.settings), s)
             if ta != "true":
-                where.append(ta)
+                base.append(ta)
         if kind == "funnel":
             conds = [self._node_cond(n) for n in metric["series"]]
-            cols = [f"coalesce({c}, false) AS s{i}" for i, c in enumerate(conds, 1)]
-            cols += ["NULL::DOUBLE AS num", "NULL::DOUBLE AS den"]
-        elif kind == "ratio" or (kind == "mean" and metric["source"]["math"] == "avg"):
+            cols = [f"coalesce({c}, false) AS m{i}_s{k}" for k, c in enumerate(conds, 1)]
+        elif is_ratio(metric):
             if kind == "ratio":
                 nn, dn = metric["numerator"], metric["denominator"]
                 nc, dc = self._node_cond(nn), self._node_cond(dn)
@@ -182,84 +180,156 @@ class ExperimentSQL:
                 nv = d.to_number(d.event_property(p, nn["math_property"]))
                 dv = f"CASE WHEN {nv} IS NULL THEN 0.0 ELSE 1.0 END"
             conds = [nc, dc]
-            cols = [f"CASE WHEN {nc} THEN coalesce({nv}, 0.0) ELSE 0.0 END AS num",
-                    f"CASE WHEN {dc} THEN coalesce({dv}, 0.0) ELSE 0.0 END AS den"]
+            cols = [f"CASE WHEN {nc} THEN coalesce({nv}, 0.0) ELSE 0.0 END AS m{i}_num",
+                    f"CASE WHEN {dc} THEN coalesce({dv}, 0.0) ELSE 0.0 END AS m{i}_den"]
         else:
             src = metric["source"]
             conds = [self._node_cond(src)]
-            cols = [f"coalesce({self._node_value(src)}, 0.0) AS num", "NULL::DOUBLE AS den"]
-        where.append("(" + " OR ".join(conds) + ")")
+            cols = [f"coalesce({self._node_value(src)}, 0.0) AS m{i}_num"]
+        base.append("(" + " OR ".join(conds) + ")")
+        return [f"({' AND '.join(base)}) AS m{i}_in"] + cols
+
+    def scan_cte(self, metrics: list[dict]) -> str:
+        """``ev``: one row per event any part of the computation needs, with every condition and
+        value evaluated once. The outer filters are plain column comparisons the storage scan
+        applies itself (project, time range, ``event IN``); the rest run on the few rows left."""
+        s, p = self.scope, self.scope.params
+        events = [self.exp["exposure_criteria"]["exposure_config"]["event"]]
+        for m in metrics:
+            events += self._events_of(m)
+        names = list(dict.fromkeys(events))
+        cols = self._exposure_cols()
+        keep = ["x_exp"]
+        for i, m in enumerate(metrics):
+            cols += self._metric_cols(i, m)
+            keep.append(f"m{i}_in")
+        lo = min(self.start, self.lo)
+        where = [f"e.project_id = {s.project}", f"e.timestamp >= {p.add(lo, 'scan_lo')}"]
+        if self.end is not None:
+            where.append(f"e.timestamp < {p.add(self.end, 'end')}")
+        where.append(f"e.event IN ({', '.join(p.add(n, 'ev') for n in names)})")
+        return (f"ev AS (SELECT * FROM (SELECT {PERSON_ID} AS pid, e.timestamp AS ts, {', '.join(cols)} "
+                f"FROM events e{{joins}} WHERE {' AND '.join(where)}) WHERE {' OR '.join(keep)})")
+
+    # -- exposures ------------------------------------------------------------------------------
+    def exposure_ctes(self) -> list[str]:
+        d = self.scope.dialect
+        crit = self.exp["exposure_criteria"]
+        keep = "true" if crit.get("multiple_variant_handling") == "first_seen" else "nv = 1"
+        return [
+            "exp_events AS (SELECT pid, ts, variant FROM ev WHERE x_exp)",
+            f"exposed AS (SELECT pid, min(ts) AS exp_ts, {d.arg_min('variant', 'ts')} AS variant, "
+            f"{d.count_distinct('variant')} AS nv FROM exp_events GROUP BY pid)",
+            f"units AS (SELECT pid, exp_ts, variant, CAST({d.local('exp_ts', self.tzp)} AS DATE) AS exp_day "
+            f"FROM exposed WHERE {keep})",
+        ]
+
+    def _with(self, ctes: list[str]) -> str:
+        # the joins (person overrides, person properties for filters) are known only now
+        joins = self.scope.joins()
+        return "WITH " + ", ".join(c.replace("{joins}", joins) for c in ctes)
+
+    # -- metrics --------------------------------------------------------------------------------
+    def metric_ctes(self, i: int, metric: dict) -> list[str]:
+        """CTEs ``m<i>_ev`` (the metric's events), ``m<i>_deltas`` (pid, d, num, den: what each
+        local day adds to a person's value after exposure), ``m<i>_pre`` (pid, z, w: the
+        pre-period value), ``m<i>_vals`` (per person) and ``m<i>_caps``."""
+        p, d = self.scope.params, self.scope.dialect
+        kind = metric["metric_type"]
+        m = f"m{i}_"
+        if kind == "funnel":
+            n = len(metric["series"])
+            cols = ", ".join(f"{m}s{k} AS s{k}" for k in range(1, n + 1))
+        elif is_ratio(metric):
+            cols = f"{m}num AS num, {m}den AS den"
+        else:
+            cols = f"{m}num AS num, 0.0 AS den"
+        ctes = [f"{m}ev AS (SELECT pid, ts, {cols} FROM ev WHERE {m}in)"]
         win = metric.get("conversion_window")
         window = ""
         if win:
             secs = p.add(int(win) * WINDOW_UNITS[metric.get("conversion_window_unit") or "day"], "win")
-            window = f" AND epoch(m.ts) - epoch(u.exp_ts) <= {secs}"
-        tzp = p.add(self.tz, "tz")
-        day = f"CAST({d.local('{t}', tzp)} AS DATE)"
-        ctes = [f"m_events AS (SELECT {PERSON_ID} AS pid, e.timestamp AS ts, {', '.join(cols)} "
-                f"FROM events e{{joins}} WHERE {' AND '.join(where)})"]
+            window = f" AND {d.epoch('m.ts')} - {d.epoch('u.exp_ts')} <= {secs}"
+        day = f"CAST({d.local('{t}', self.tzp)} AS DATE)"
         if kind == "funnel":
-            n = len(metric["series"])
-            ctes.append("f0 AS (SELECT pid, exp_ts, exp_ts AS t FROM units)")
+            ctes.append(f"{m}f0 AS (SELECT pid, exp_ts, exp_ts AS t FROM units)")
             for k in range(1, n + 1):
                 op = ">=" if k == 1 else ">"
-                ctes.append(f"f{k} AS (SELECT u.pid, u.exp_ts, min(m.ts) AS t FROM f{k - 1} u JOIN m_events m "
-                            f"ON m.pid = u.pid AND m.s{k} AND m.ts {op} u.t{window} GROUP BY u.pid, u.exp_ts)")
-            ctes.append(f"deltas AS (SELECT pid, {day.format(t='t')} AS d, 1.0 AS num, 0.0 AS den FROM f{n})")
+                ctes.append(f"{m}f{k} AS (SELECT u.pid, u.exp_ts, min(m.ts) AS t FROM {m}f{k - 1} u "
+                            f"JOIN {m}ev m ON m.pid = u.pid AND m.s{k} AND m.ts {op} u.t{window} "
+                            f"GROUP BY u.pid, u.exp_ts)")
+            ctes.append(f"{m}deltas AS (SELECT pid, {day.format(t='t')} AS d, 1.0 AS num, 0.0 AS den FROM {m}f{n})")
             pre_val, pre_den = f"max(CASE WHEN m.s{n} THEN 1.0 ELSE 0.0 END)", "0.0"
         else:
-            ctes.append(f"deltas AS (SELECT u.pid, {day.format(t='m.ts')} AS d, sum(m.num) AS num, "
-                        f"coalesce(sum(m.den), 0.0) AS den FROM units u JOIN m_events m ON m.pid = u.pid "
+            ctes.append(f"{m}deltas AS (SELECT u.pid, {day.format(t='m.ts')} AS d, sum(m.num) AS num, "
+                        f"coalesce(sum(m.den), 0.0) AS den FROM units u JOIN {m}ev m ON m.pid = u.pid "
                         f"AND m.ts >= u.exp_ts{window} GROUP BY 1, 2)")
             pre_val, pre_den = "sum(m.num)", "coalesce(sum(m.den), 0.0)"
-        if cuped:
-            ps = p.add(pre_secs, "pre")
-            ctes.append(f"pre AS (SELECT u.pid, {pre_val} AS z, {pre_den} AS w FROM units u JOIN m_events m "
-                        f"ON m.pid = u.pid AND m.ts < u.exp_ts AND epoch(u.exp_ts) - epoch(m.ts) <= {ps} "
-                        f"GROUP BY u.pid)")
+        if self.cuped:
+            ps = p.add(self.pre_secs, "pre")
+            ctes.append(f"{m}pre AS (SELECT u.pid, {pre_val} AS z, {pre_den} AS w FROM units u JOIN {m}ev m "
+                        f"ON m.pid = u.pid AND m.ts < u.exp_ts AND {d.epoch('u.exp_ts')} - {d.epoch('m.ts')} "
+                        f"<= {ps} GROUP BY u.pid)")
+            pre_join = f" LEFT JOIN {m}pre pre ON pre.pid = u.pid"
+            zw = "coalesce(pre.z, 0.0) AS z, coalesce(pre.w, 0.0) AS w"
         else:
-            ctes.append("pre AS (SELECT pid, 0.0 AS z, 0.0 AS w FROM units WHERE false)")
-        ctes.append("vals AS (SELECT u.pid, u.variant, u.exp_day, coalesce(t.x, 0.0) AS x, coalesce(t.y, 0.0) AS y, "
-                    "coalesce(pre.z, 0.0) AS z, coalesce(pre.w, 0.0) AS w FROM units u "
-                    "LEFT JOIN (SELECT pid, sum(num) AS x, sum(den) AS y FROM deltas GROUP BY pid) t ON t.pid = u.pid "
-                    "LEFT JOIN pre ON pre.pid = u.pid)")
+            pre_join, zw = "", "0.0 AS z, 0.0 AS w"
+        ctes.append(f"{m}vals AS (SELECT u.pid, u.variant, u.exp_day, coalesce(t.x, 0.0) AS x, "
+                    f"coalesce(t.y, 0.0) AS y, {zw} FROM units u LEFT JOIN (SELECT pid, sum(num) AS x, "
+                    f"sum(den) AS y FROM {m}deltas GROUP BY pid) t ON t.pid = u.pid{pre_join})")
         q = self.stats.get("outlier_capping_percentile")
         if q is not None and kind != "funnel":
-            qp = p.add(float(q), "cap")
-            ctes.append("caps AS (SELECT " + ", ".join(f"quantile_cont({c}, {qp}) AS c{c}" for c in "xyzw")
-                        + " FROM vals)")
-        else:
-            ctes.append("caps AS (SELECT NULL::DOUBLE AS cx, NULL::DOUBLE AS cy, NULL::DOUBLE AS cz, "
-                        "NULL::DOUBLE AS cw)")
-        self.capped = q is not None and kind != "funnel"
+            ctes.append(f"{m}caps AS (SELECT " + ", ".join(f"{d.quantile(c, float(q))} AS c{c}" for c in "xyzw")
+                        + f" FROM {m}vals)")
         return ctes
 
-    @staticmethod
-    def _cap(col: str) -> str:
-        return f"CASE WHEN c{col} IS NULL THEN {col} ELSE least({col}, c{col}) END AS {col}"
+    def _capped(self, metric: dict, src: str, keys: str) -> str:
+        """``SELECT keys, x, y, z, w`` from ``src`` with the caps applied (when capping)."""
+        q = self.stats.get("outlier_capping_percentile")
+        if q is None or metric["metric_type"] == "funnel":
+            return f"SELECT {keys}, x, y, z, w FROM {src}"
+        i = src.split("_", 1)[0]
+        capped = ", ".join(f"CASE WHEN c{c} IS NULL THEN {c} ELSE least({c}, c{c}) END AS {c}" for c in "xyzw")
+        return f"SELECT {keys}, {capped} FROM {src} CROSS JOIN {i}_caps"
 
-    def metric_sql(self, metric: dict) -> str:
-        ctes = self.exposure_ctes() + self.metric_ctes(metric)
-        capped = ", ".join(self._cap(c) for c in "xyzw")
-        return (self._with(ctes) + f" SELECT variant, {STAT_SQL} FROM (SELECT variant, {capped} "
-                f"FROM vals CROSS JOIN caps) GROUP BY variant")
+    def cumulative_ctes(self, i: int, metric: dict, first_param: str) -> list[str]:
+        """Per local day D and variant: the persons exposed by the end of D, with their values as of
+        the end of D (the final caps apply to every day)."""
+        m = f"m{i}_"
+        return [
+            f"{m}dd AS (SELECT pid, greatest(d, CAST({first_param} AS DATE)) AS d, sum(num) AS num, "
+            f"sum(den) AS den FROM {m}deltas GROUP BY ALL)",
+            f"{m}grid AS (SELECT v.pid, v.variant, v.z, v.w, days.d FROM {m}vals v JOIN days "
+            f"ON days.d >= v.exp_day)",
+            f"{m}cum AS (SELECT g.d, g.variant, g.z, g.w, sum(coalesce(dd.num, 0.0)) OVER win AS x, "
+            f"sum(coalesce(dd.den, 0.0)) OVER win AS y FROM {m}grid g LEFT JOIN {m}dd dd ON dd.pid = g.pid "
+            f"AND dd.d = g.d WINDOW win AS (PARTITION BY g.pid ORDER BY g.d))",
+        ]
 
-    def cumulative_sql(self, metric: dict, first: date, last: date) -> str:
-        """Per local day D and variant: the statistics of persons exposed by the end of D, with their
-        values as of the end of D (the final caps apply to every day)."""
-        p = self.scope.params
-        ctes = self.exposure_ctes() + self.metric_ctes(metric)
-        ctes.append(f"days AS (SELECT CAST(unnest(generate_series(CAST({p.add(first.isoformat(), 'd0')} AS DATE), "
-                    f"CAST({p.add(last.isoformat(), 'd1')} AS DATE), INTERVAL 1 DAY)) AS DATE) AS d)")
-        ctes.append(f"dd AS (SELECT pid, greatest(d, CAST({p.add(first.isoformat(), 'd0')} AS DATE)) AS d, "
-                    "sum(num) AS num, sum(den) AS den FROM deltas GROUP BY ALL)")
-        ctes.append("grid AS (SELECT v.pid, v.variant, v.z, v.w, days.d FROM vals v JOIN days ON days.d >= v.exp_day)")
-        ctes.append("cum AS (SELECT g.d, g.variant, g.z, g.w, sum(coalesce(dd.num, 0.0)) OVER win AS x, "
-                    "sum(coalesce(dd.den, 0.0)) OVER win AS y FROM grid g LEFT JOIN dd ON dd.pid = g.pid "
-                    "AND dd.d = g.d WINDOW win AS (PARTITION BY g.pid ORDER BY g.d))")
-        capped = ", ".join(self._cap(c) for c in "xyzw")
-        return (self._with(ctes) + f" SELECT d, variant, {STAT_SQL} FROM (SELECT d, variant, {capped} "
-                f"FROM cum CROSS JOIN caps) GROUP BY d, variant ORDER BY d, variant")
+    def batch_sql(self, metrics: list[dict], cumulative: list[int] = (), span: tuple[date, date] | None = None) -> str:
+        """The one statement: rows (part, i, d, variant, n, Σ...) where part is ``e`` (exposures:
+        n = persons with one variant, the next column those with several), ``m`` (metric ``i``) or
+        ``c`` (metric ``i`` on local day ``d``)."""
+        p, d = self.scope.params, self.scope.dialect
+        ctes = [self.scan_cte(metrics)] + self.exposure_ctes()
+        nulls = ", ".join(["NULL::DOUBLE"] * 13)
+        selects = [f"SELECT 'e' AS part, -1 AS i, CAST(NULL AS DATE) AS d, variant, count(*) FILTER (WHERE nv = 1) "
+                   f"AS n, CAST(count(*) FILTER (WHERE nv > 1) AS DOUBLE) AS s1, {nulls} FROM exposed GROUP BY variant"]
+        for i, metric in enumerate(metrics):
+            ctes += self.metric_ctes(i, metric)
+            selects.append(f"SELECT 'm', {i}, CAST(NULL AS DATE), variant, {STAT_SQL} FROM "
+                           f"({self._capped(metric, f'm{i}_vals', 'variant')}) s GROUP BY variant")
+        if cumulative and span is not None:
+            first, last = span
+            d0 = p.add(first.isoformat(), "d0")
+            d1 = p.add(last.isoformat(), "d1")
+            ctes.append(f"days AS (SELECT CAST({d.unnest(f'generate_series(CAST({d0} AS DATE), CAST({d1} AS DATE), INTERVAL 1 DAY)')}"
+                        f" AS DATE) AS d)")
+            for i in cumulative:
+                ctes += self.cumulative_ctes(i, metrics[i], d0)
+                selects.append(f"SELECT 'c', {i}, d, variant, {STAT_SQL} FROM "
+                               f"({self._capped(metrics[i], f'm{i}_cum', 'd, variant')}) s GROUP BY d, variant")
+        return self._with(ctes) + " " + " UNION ALL ".join(selects)
 
     # -- results -------------------------------------------------------------------------------------
     def _to_stats(self, metric: dict, row: tuple) -> MetricStats:
@@ -267,24 +337,16 @@ class ExperimentSQL:
         f = [float(v or 0.0) for v in row[1:]]
         sx, sxx, sy, syy, sxy, sz, szz, sxz, sw, sww, sxw, syz, syw, szw = f
         ratio = is_ratio(metric)
-        cuped = bool(self.stats.get("cuped"))
         binomial = metric["metric_type"] == "funnel"
         kw: dict[str, Any] = {}
         if ratio:
             kw.update(den_sum=sy, den_sum_squares=syy, sum_product=sxy)
-        if cuped:
+        if self.cuped:
             kw.update(pre_sum=sz, pre_sum_squares=szz, pre_sum_product=sxz)
             if ratio:
                 kw.update(pre_den_sum=sw, pre_den_sum_squares=sww, main_pre_den_product=sxw,
                           den_pre_product=syz, den_pre_den_product=syw, pre_pre_den_product=szw)
         return MetricStats(n=n, sum=sx, sum_squares=sxx, binomial=binomial, **kw)
-
-    def metric_stats(self, metric: dict) -> dict[str, MetricStats]:
-        rows = self.ctx.execute(self.metric_sql(metric), self.scope.params.values)
-        out = {v: self._to_stats(metric, (0,) + (0.0,) * 14) for v in self.variants}
-        for row in rows:
-            out[row[0]] = self._to_stats(metric, row[1:])
-        return out
 
     def days(self) -> tuple[date, date] | None:
         if self.start is None:
@@ -297,16 +359,44 @@ class ExperimentSQL:
             first = last - timedelta(days=MAX_CUMULATIVE_DAYS - 1)
         return first, last
 
+    def compute(self, metrics: list[dict], cumulative: list[int] = ()) -> Batch:
+        """Exposures, every metric's statistics and the cumulative series of the metrics at the
+        indices ``cumulative``: one statement, one scan of the events."""
+        span = self.days() if cumulative else None
+        sql = self.batch_sql(metrics, list(cumulative), span)
+        rows = self.ctx.execute(sql, self.scope.params.values)
+        handling = self.exp["exposure_criteria"].get("multiple_variant_handling", "exclude")
+        counts = {v: 0 for v in self.variants}
+        multi: dict[str, int] = {}
+        empty = (0,) + (0.0,) * 14
+        stats = [{v: self._to_stats(m, empty) for v in self.variants} for m in metrics]
+        by_day: dict[int, dict[date, dict[str, MetricStats]]] = {i: {} for i in cumulative}
+        for part, i, day, variant, *vals in rows:
+            if part == "e":
+                single, many = int(vals[0]), int(vals[1] or 0)
+                counts[variant] = single + (many if handling == "first_seen" else 0)
+                multi[variant] = many
+            elif part == "m":
+                stats[i][variant] = self._to_stats(metrics[i], vals)
+            else:
+                by_day[i].setdefault(day, {})[variant] = self._to_stats(metrics[i], vals)
+        series = {}
+        for i, days in by_day.items():
+            zero = self._to_stats(metrics[i], empty)
+            series[i] = [(day, {v: st.get(v, zero) for v in self.variants}) for day, st in sorted(days.items())]
+        return Batch(Exposures(counts, sum(multi.values()), multi, handling), stats, series)
+
+    # single-purpose views of :meth:`compute` (each is one statement of its own)
+    def exposures(self) -> Exposures:
+        return self.compute([]).exposures
+
+    def metric_stats(self, metric: dict) -> dict[str, MetricStats]:
+        return self.compute([metric]).stats[0]
+
     def cumulative(self, metric: dict) -> list[tuple[date, dict[str, MetricStats]]]:
-        span = self.days()
-        if span is None:
+        if self.start is None:
             return []
-        rows = self.ctx.execute(self.cumulative_sql(metric, *span), self.scope.params.values)
-        by_day: dict[date, dict[str, MetricStats]] = {}
-        for row in rows:
-            by_day.setdefault(row[0], {})[row[1]] = self._to_stats(metric, row[2:])
-        empty = self._to_stats(metric, (0,) + (0.0,) * 14)
-        return [(day, {v: stats.get(v, empty) for v in self.variants}) for day, stats in sorted(by_day.items())]
+        return self.compute([metric], [0]).cumulative[0]
 
 
 def fresh(ctx: QueryContext, exp: dict, now: datetime | None = None) -> ExperimentSQL:

@@ -202,10 +202,10 @@ def recommend(exp: dict, exposures: Exposures, srm: stats.SRMResult, blocks: lis
                                     f"({detail}).{blocked_note}")
 
 
-def _cumulative(builder_for, exp: dict, metric: dict) -> list[dict]:
+def _cumulative(exp: dict, metric: dict, series) -> list[dict]:
     settings = settings_for(exp["stats_config"], metric)
     out = []
-    for day, st in builder_for().cumulative(metric):
+    for day, st in series:
         variants: dict[str, dict] = {}
         for key, s in st.items():
             entry: dict[str, Any] = {"exposures": s.n, "value": _f(value_of(s))}
@@ -229,17 +229,15 @@ def compute(core, project, exp: dict, *, now: datetime | None = None, cumulative
     ctx = context(core, project)
     now = now or datetime.now(UTC)
 
-    def builder() -> ExperimentSQL:
-        return ExperimentSQL(ctx, exp, now=now)
-
-    exposures = builder().exposures()
+    metrics = [(m, role) for field, role in METRIC_LISTS.items() for m in exp.get(field) or []]
+    goals = list(range(min(MAX_CUMULATIVE_METRICS, len(exp.get("metrics") or [])))) if cumulative else []
+    # one statement: exposures, every metric and the cumulative series of the first goals
+    batch = ExperimentSQL(ctx, exp, now=now).compute([m for m, _ in metrics], goals)
+    exposures = batch.exposures
     variants = exp["parameters"]["feature_flag_variants"]
     srm = stats.srm_test([exposures.counts.get(v["key"], 0) for v in variants],
                          [float(v["rollout_percentage"]) for v in variants])
-    blocks = []
-    for field, role in METRIC_LISTS.items():
-        for metric in exp.get(field) or []:
-            blocks.append(_metric_block(exp, metric, role, builder().metric_stats(metric)))
+    blocks = [_metric_block(exp, m, role, st) for (m, role), st in zip(metrics, batch.stats)]
     _correct(blocks, exp["stats_config"])
     rec = recommend(exp, exposures, srm, blocks)
     for b in blocks:
@@ -256,10 +254,10 @@ def compute(core, project, exp: dict, *, now: datetime | None = None, cumulative
                    "warning": (f"Sample ratio mismatch: p = {srm.p_value:.2g} < 0.001; the exposures do not "
                                "match the configured split.") if srm.mismatch else None},
            "metrics": blocks, "recommendation": rec, "cumulative": []}
-    if cumulative:
-        goals = [m for m in exp.get("metrics") or []][:MAX_CUMULATIVE_METRICS]
-        out["cumulative"] = [{"uuid": m["uuid"], "name": m["name"], "days": _cumulative(builder, exp, m)}
-                             for m in goals]
+    for i in goals:  # the goals come first in `metrics`
+        m = metrics[i][0]
+        out["cumulative"].append({"uuid": m["uuid"], "name": m["name"],
+                                  "days": _cumulative(exp, m, batch.cumulative[i])})
     return out
 
 
