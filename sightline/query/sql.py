@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -45,7 +46,7 @@ import orjson
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
-from sqlglot.errors import ParseError
+from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 from sqlglot.tokens import TokenType
 
 from sightline.errors import InvalidInput
@@ -387,6 +388,7 @@ def _rewrite(tree: exp.Expression) -> exp.Expression:
                         exp.Table(this=exp.to_identifier("persons"),
                                   alias=exp.TableAlias(this=exp.to_identifier("__person")))).where(
                         exp.EQ(this=exp.column("id", table="__person"), expression=outer)))
+                    new.meta["sl_person"] = (outer.copy(), keys)  # ClickHouse reads a joined column
                     label = "person." + label
                 if new is not None:
                     new.meta["sl_label"] = label
@@ -417,7 +419,7 @@ def _rewrite(tree: exp.Expression) -> exp.Expression:
         for i, proj in enumerate(select.expressions):
             label = proj.meta.get("sl_label") if not isinstance(proj, exp.Alias) else None
             if label:
-                select.expressions[i] = exp.alias_(proj, label, quoted=True)
+                select.expressions[i] = exp.alias_(proj, label, quoted=True, copy=False)
     return tree
 
 
@@ -466,6 +468,12 @@ class _Checker:
                 raise _reject(f"The function `{name}` is not allowed in queries.", "sql_function_not_allowed")
         elif isinstance(node, exp.Placeholder):
             _part(node)
+        elif isinstance(node, exp.Lateral) and isinstance(node.this, exp.Func) \
+                and not isinstance(node.this, (exp.Unnest, exp.Explode)) \
+                and _func_name(node.this) not in TABLE_FUNCTIONS:
+            raise _reject(f"The table function `{_func_name(node.this)}` is not allowed; only "
+                          f"{', '.join(sorted(TABLE_FUNCTIONS))} can be used in FROM.",
+                          "sql_table_function_not_allowed")
         for child in node.iter_expressions():
             if child is with_:
                 continue
@@ -502,6 +510,9 @@ class _Checker:
 
 
 def _catalog_names(storage: Storage) -> set[str]:
+    if getattr(storage, "dialect", "duckdb") == "clickhouse":
+        rows = storage.execute("SELECT lower(name) FROM system.tables WHERE database = currentDatabase()").rows
+        return {r[0] for r in rows} - RESERVED
     rows = storage.execute("SELECT lower(table_name) FROM duckdb_tables() "
                            "UNION SELECT lower(view_name) FROM duckdb_views()").rows
     return {r[0] for r in rows} - RESERVED
@@ -527,10 +538,13 @@ def _limit(tree: exp.Expression, default_limit: int, max_rows: int) -> int:
 
 
 def prepare_sql(query: str, *, catalog: set[str] | frozenset[str] = frozenset(),
-                default_limit: int = 100, max_rows: int = 10_000) -> PreparedSQL:
+                default_limit: int = 100, max_rows: int = 10_000, engine: str = "duckdb") -> PreparedSQL:
     """Parse, rewrite and check ``query``; build the project-confined SQL (no database needed,
-    except for ``catalog``: the names of the database's own relations)."""
+    except for ``catalog``: the names of the database's own relations). ``engine="clickhouse"``
+    translates the checked query to ClickHouse SQL (see :func:`_to_clickhouse`)."""
     tree = _parse(query)
+    if engine == "clickhouse":
+        return _prepare_clickhouse(tree, catalog, default_limit, max_rows)
     checker = _Checker({c.lower() for c in catalog} - RESERVED)
     try:
         tree = _rewrite(tree)
@@ -629,6 +643,255 @@ def _duckdb_check(storage: Storage, prepared: PreparedSQL) -> None:
         raise _reject("The query is nested too deeply.", "sql_too_complex") from None
 
 
+# -- ClickHouse: the same checked query, translated -------------------------------------------------
+#
+# On the ClickHouse store the query language stays DuckDB's (what the guard above validates), so a
+# saved query gives the same answer on both engines for the common cases. The checked AST is
+# translated with sqlglot's ClickHouse generator, after three rewrites of our own:
+#
+# * JSON access (``properties.$browser``, ``properties->>'x'``, ``json_extract_string(p, '$.x')``)
+#   becomes ``JSONExtract(p, 'k1', 'k2', 'Nullable(String)')`` (NULL when missing, strings
+#   unquoted, other values as JSON text: DuckDB's ``json_extract_string``); ``->`` becomes
+#   ``JSONExtractRaw`` (NULL when missing);
+# * the built-in tables become project-scoped CTEs named ``__sl_<name>``, each reference renamed
+#   (keeping its name as the alias), so the engine's own tables stay reachable from our CTEs only;
+# * table functions (``range``, ``generate_series``, ``unnest`` in FROM, ``json_each``) are refused:
+#   their ClickHouse counterparts differ in bounds and column names.
+#
+# The second gate is ClickHouse's own parser: ``EXPLAIN AST`` of the translated user part (without
+# our CTEs) may name only the built-in tables and the query's CTEs, no qualified table, no table
+# function, and none of the engine's system, file, network or dictionary functions; and the query
+# runs with ``readonly=1`` (no writes, no setting changes), ``max_execution_time`` and
+# ``max_result_rows``.
+
+CH_PREFIX = "__sl_"
+PERSON_PROPERTIES = "__person_properties"  # events' column of the current person's properties
+_CH_UNSUPPORTED_TABLE_FUNCTIONS = TABLE_FUNCTIONS
+_ch_tables_cache: dict[str, str] = {}
+
+
+def clickhouse_tables() -> dict[str, str]:
+    """The built-in tables for ClickHouse: name → project-scoped SELECT (binds ``$project``)."""
+    if not _ch_tables_cache:
+        from sightline.query.dialect import CLICKHOUSE
+
+        p = "$" + PROJECT_PARAM
+        _ch_tables_cache.update({
+            "events": events_sql(p, dialect=CLICKHOUSE),
+            "persons": f"SELECT id, created_at, properties, is_identified FROM persons WHERE project_id = {p}",
+            "person_distinct_ids": f"SELECT distinct_id, person_id FROM person_distinct_ids WHERE project_id = {p}",
+            "groups": ("SELECT g.group_type_index, t.group_type, g.group_key, g.created_at, g.properties "
+                       "FROM groups g LEFT JOIN (SELECT project_id, group_type, group_type_index FROM group_types "
+                       "FINAL) t ON t.project_id = g.project_id AND t.group_type_index = g.group_type_index "
+                       f"WHERE g.project_id = {p}"),
+            "sessions": sessions_sql(p, dialect=CLICKHOUSE),
+        })
+    return _ch_tables_cache
+
+
+_JSONPATH_PART = re.compile(r'\.(?:"((?:[^"\\]|\\.)*)"|([^.\[\]"]+))|\[(\d+)\]')
+
+
+def _json_keys(path: str) -> list[str | int] | None:
+    """The keys of a JSON pointer (``/a/b``), a simple JSONPath (``$.a[0]."b c"``) or a bare key
+    (DuckDB reads ``->>'plan'`` as the key ``plan``); ClickHouse array indexes are 1-based."""
+    if path.startswith("/"):
+        return [k.replace("~1", "/").replace("~0", "~") for k in path[1:].split("/")]
+    if path.startswith("$"):
+        keys: list[str | int] = []
+        pos = 1
+        while pos < len(path):
+            m = _JSONPATH_PART.match(path, pos)
+            if not m:
+                return None
+            if m.group(3) is not None:
+                keys.append(int(m.group(3)) + 1)
+            else:
+                keys.append(m.group(1) if m.group(1) is not None else m.group(2))
+            pos = m.end()
+        return keys
+    return [path]
+
+
+def _ch_json(source: exp.Expression, path: exp.Expression, scalar: bool) -> exp.Expression:
+    if not (isinstance(path, exp.Literal) and path.is_string):
+        raise _reject("On the ClickHouse store a JSON path must be a constant string "
+                      "(e.g. properties->>'$browser').", "sql_unsupported")
+    keys = _json_keys(path.this)
+    if keys is None:
+        raise _reject(f"The JSON path {path.this[:80]!r} is not supported on the ClickHouse store; use "
+                      f"keys and array indexes ($.a.b, $.a[0]).", "sql_unsupported")
+    args = [source] + [exp.Literal.number(k) if isinstance(k, int) else exp.Literal.string(k) for k in keys]
+    if scalar:
+        return exp.Anonymous(this="JSONExtract", expressions=args + [exp.Literal.string("Nullable(String)")])
+    return exp.Anonymous(this="nullIf", expressions=[exp.Anonymous(this="JSONExtractRaw", expressions=args),
+                                                     exp.Literal.string("")])
+
+
+def _to_clickhouse(tree: exp.Expression, rename_tables: bool = True) -> exp.Expression:
+    """Rewrite a checked DuckDB tree for sqlglot's ClickHouse generator (see above); the built-in
+    tables are renamed only with ``rename_tables``."""
+
+    def convert(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Subquery) and "sl_person" in node.meta:
+            # ClickHouse has no correlated subqueries of this kind: the events CTE carries the
+            # current person's properties as a column instead (see _prepare_clickhouse)
+            outer, keys = node.meta["sl_person"]
+            column = exp.column(PERSON_PROPERTIES, table=outer.args.get("table"), quoted=True)
+            tree.meta["sl_person_properties"] = True
+            new = _ch_json(column, exp.Literal.string(_pointer(keys)), True)
+            if node.alias:  # the label given to a (sub)query projection
+                return exp.alias_(new, node.args["alias"].this, copy=False)
+            return new
+        if isinstance(node, exp.Anonymous):
+            name = str(node.this).lower()
+            if name in ("json_extract_string", "json_value", "json_extract_path_text") \
+                    and len(node.expressions) == 2:
+                return _ch_json(node.expressions[0], node.expressions[1], True)
+            if name in ("json_extract", "json_extract_path") and len(node.expressions) == 2:
+                return _ch_json(node.expressions[0], node.expressions[1], False)
+            return node
+        if isinstance(node, exp.TimestampTrunc) and not node.meta.get("sl_wrapped"):
+            # dateTrunc('WEEK'/'MONTH'/…) is a Date in ClickHouse, a timestamp in DuckDB
+            node.meta["sl_wrapped"] = True
+            return exp.Anonymous(this="toDateTime64", expressions=[node, exp.Literal.number(6),
+                                                                    exp.Literal.string("UTC")])
+        if isinstance(node, exp.JSONExtractScalar):
+            return _ch_json(node.this, node.expression, True)
+        if isinstance(node, exp.JSONExtract):
+            return _ch_json(node.this, node.expression, False)
+        if isinstance(node, exp.Table):
+            target = node.this
+            if isinstance(target, exp.Func) or isinstance(node.parent, exp.Lateral):
+                raise _reject(f"The table function `{_func_name(target) if isinstance(target, exp.Func) else '?'}` "
+                              f"is not available on the ClickHouse store.", "sql_unsupported")
+            if rename_tables and isinstance(target, exp.Identifier) and str(target.this).lower() in RESERVED \
+                    and node.args.get("db") is None:
+                name = str(target.this).lower()
+                if not node.alias:
+                    node.set("alias", exp.TableAlias(this=exp.to_identifier(str(target.this))))
+                node.set("this", exp.to_identifier(CH_PREFIX + name))
+            return node
+        if isinstance(node, (exp.Unnest, exp.Explode)) and isinstance(node.parent, (exp.From, exp.Join, exp.Lateral)):
+            raise _reject("`unnest` in FROM is not available on the ClickHouse store; use arrayJoin-free "
+                          "forms such as unnest(...) in the SELECT list.", "sql_unsupported")
+        return node
+
+    return tree.transform(convert, copy=False)
+
+
+def _ch_sql(tree: exp.Expression) -> str:
+    try:
+        return tree.sql(dialect="clickhouse", comments=False, unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError as exc:
+        raise _reject(f"The query uses something the ClickHouse store cannot run: {_short(exc)}.",
+                      "sql_unsupported") from None
+
+
+def _prepare_clickhouse(tree: exp.Expression, catalog, default_limit: int, max_rows: int) -> PreparedSQL:
+    checker = _Checker({c.lower() for c in catalog} - RESERVED)
+    try:
+        tree = _rewrite(tree)
+        checker.visit(tree, RESERVED)
+        if next(tree.find_all(exp.Pivot), None) is not None:  # DuckDB's own parser refuses these too
+            raise _reject("PIVOT and UNPIVOT cannot be used in queries.", "sql_statement_not_allowed")
+        if next(tree.find_all(exp.Lateral), None) is not None:
+            raise _reject("LATERAL is not available on the ClickHouse store.", "sql_unsupported")
+        for node in tree.find_all(exp.Table):  # table functions: refused before any translation
+            if isinstance(node.this, exp.Func):
+                raise _reject(f"The table function `{_func_name(node.this)}` is not available on the "
+                              f"ClickHouse store.", "sql_unsupported")
+        row_limit = _limit(tree, default_limit, max_rows)
+        tree = _to_clickhouse(tree, rename_tables=False)
+        user_sql = _ch_sql(tree)  # what the second gate reads: the built-in names still plain
+        tree = _to_clickhouse(tree)
+        with_ = tree.args.get("with_")
+        recursive = bool(isinstance(with_, exp.With) and with_.args.get("recursive"))
+        user_ctes: list[str] = []
+        if isinstance(with_, exp.With):
+            user_ctes = [_ch_sql(c) for c in with_.expressions]
+            tree.set("with_", None)
+        body = _ch_sql(tree)
+    except SQLRejected:
+        raise
+    except RecursionError:
+        raise _reject("The query is nested too deeply.", "sql_too_complex") from None
+    except Exception as exc:  # noqa: BLE001 - anything we cannot analyse or translate is refused
+        raise _reject(f"The query could not be analysed: {_short(exc)}.", "sql_syntax") from None
+    tables = dict(clickhouse_tables())
+    if tree.meta.get("sl_person_properties"):
+        checker.tables.add("events")
+        tables["events"] = (f"SELECT ev.*, pp.properties AS {PERSON_PROPERTIES} FROM ({tables['events']}) ev "
+                            f"LEFT JOIN (SELECT id, properties FROM persons WHERE project_id = ${PROJECT_PARAM}) pp "
+                            f"ON pp.id = ev.person_id")
+    needed = [t for t in tables if t in checker.tables]
+    prelude = [f"{CH_PREFIX}{t} AS ({tables[t]})" for t in needed]
+    ctes = prelude + user_ctes
+    sql = f"WITH {'RECURSIVE ' if recursive else ''}{', '.join(ctes)} {body}" if ctes else body
+    prepared = PreparedSQL(sql, set(needed), checker.ctes, row_limit)
+    prepared.user_sql = user_sql  # type: ignore[attr-defined]
+    return prepared
+
+
+# ClickHouse functions that reach outside the query's rows: files, network, settings, the server,
+# dictionaries and other tables. The first gate only lets allowlisted DuckDB names through; this
+# list is the second gate's, over what ClickHouse itself parsed.
+_CH_DENIED = frozenset("""
+file url s3 s3cluster hdfs hdfscluster remote remotesecure cluster clusterallreplicas mysql postgresql
+mongodb redis jdbc odbc sqlite input executable executablepool azureblobstorage gcs iceberg deltalake
+hudi merge view viewifpermitted loop numbers zeros generaterandom values null dictionary
+getsetting getsettingordefault getmergetreesetting getserversetting getmacro getserverport
+currentdatabase currentuser currentschemas currentprofiles currentroles enabledroles defaultroles
+currentqueryid queryid initialqueryid initialquerystarttime hostname fqdn version uptime
+revision buildid serveruuid tcpport displayname shardnum shardcount getoskernelversion
+zookeepersessionuptime globalvariable transactionid transactionlatestsnapshot
+transactionoldestsnapshot getclienthttpheader catboostevaluate modelevaluate sleep sleepeachrow
+joinget joingetornull hascolumnintable filesystemavailable filesystemcapacity filesystemunreserved
+filesystemfree identity throwif evalmlmethod getsubcolumn
+""".split())
+_CH_DENIED_PREFIXES = ("dict", "joinget", "getsetting", "filesystem", "s3", "hdfs", "remote", "azure",
+                       "mysql", "postgres", "transaction", "zookeeper", "getserver", "file",
+                       "url", "system")
+
+
+def _clickhouse_check(storage: Storage, prepared: PreparedSQL) -> None:
+    """ClickHouse's own parse of the translated user part must name only the built-in tables and the
+    query's CTEs, call no table function and none of :data:`_CH_DENIED`."""
+    text = getattr(prepared, "user_sql", None) or prepared.sql
+    try:
+        rows = storage.execute("EXPLAIN AST " + text).rows
+    except Exception as exc:  # noqa: BLE001 - the engine could not parse the translation
+        raise _reject(f"The query could not be translated for ClickHouse: {_short(exc)[:300]}",
+                      "sql_unsupported") from None
+    lines = [str(r[0]) for r in rows]
+    if not lines or not lines[0].startswith(("SelectWithUnionQuery", "SelectIntersectExceptQuery")):
+        raise _reject("Only read-only queries are allowed.", "sql_statement_not_allowed")
+    allowed = RESERVED | {c.lower() for c in prepared.ctes}
+    stack: list[tuple[int, str]] = []
+    for line in lines:
+        depth = len(line) - len(line.lstrip(" "))
+        node = line.strip()
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        parent = stack[-1][1] if stack else ""
+        stack.append((depth, node))
+        kind, _, rest = node.partition(" ")
+        name = rest.split(" ", 1)[0] if rest else ""
+        if kind == "TableIdentifier":
+            if "." in name or name.lower() not in allowed:
+                raise _reject(f"There is no table `{name[:80]}` here. Tables you can query: {_names_list()}.",
+                              "sql_table_not_allowed")
+        elif kind == "Function":
+            lower = name.lower()
+            if parent.startswith("TableExpression"):
+                raise _reject(f"The table function `{lower}` is not allowed.", "sql_table_function_not_allowed")
+            if lower in _CH_DENIED or lower.startswith(_CH_DENIED_PREFIXES):
+                raise _reject(f"The function `{lower}` is not allowed in queries.", "sql_function_not_allowed")
+        elif kind in ("Set", "SetQuery", "Settings", "QueryParameter", "InsertQuery", "CreateQuery", "AlterQuery",
+                      "DropQuery", "SystemQuery", "ExplainQuery"):
+            raise _reject(f"`{kind}` cannot be used in queries.", "sql_statement_not_allowed")
+
+
 # -- running --------------------------------------------------------------------------------------
 
 def _jsonable(value: Any) -> Any:
@@ -667,15 +930,21 @@ def run_sql(storage: Storage, project_id: int, query: str, *, timeout_s: float =
     Raises :class:`SQLRejected` (an :class:`~sightline.errors.InvalidInput`, HTTP 400; 408 with
     code ``query_timeout``) when the query is refused, fails or runs too long.
     """
-    if getattr(storage, "dialect", "duckdb") != "duckdb":
-        raise _reject("SQL queries are only available with the DuckDB store.", "sql_unsupported")
+    engine = getattr(storage, "dialect", "duckdb")
+    if engine not in ("duckdb", "clickhouse"):
+        raise _reject(f"SQL queries are not available with the {engine} store.", "sql_unsupported")
     prepared = prepare_sql(query, catalog=_catalog_names(storage), default_limit=default_limit,
-                           max_rows=max_rows)
-    _duckdb_check(storage, prepared)
+                           max_rows=max_rows, engine=engine)
+    extra: dict[str, Any] = {}
+    if engine == "duckdb":
+        _duckdb_check(storage, prepared)
+    else:
+        _clickhouse_check(storage, prepared)
+        extra["readonly"] = 1  # reads only, and no setting can be changed by the query
     try:
         params = {PROJECT_PARAM: int(project_id)} if prepared.tables else None
         res = storage.query(prepared.sql, params, timeout_s=timeout_s,
-                            max_rows=prepared.row_limit + 1, timezone=timezone)
+                            max_rows=prepared.row_limit + 1, timezone=timezone, **extra)
     except QueryTimeout:
         raise _reject(f"The query ran longer than the {timeout_s:g} s limit and was stopped. "
                       f"Narrow it down (a time range, fewer joins) or aggregate more.",

@@ -265,7 +265,22 @@ class ChdbTransport:
         if settings:
             sql = f"{sql} SETTINGS " + ", ".join(f"{k} = {_literal(v)}" for k, v in settings.items())
         text_params = {k: _ch_text(v) for k, v in (params or {}).items()} or None
-        return self._s.query(sql, fmt, params=text_params)
+        try:
+            return self._s.query(sql, fmt, params=text_params)
+        except Exception:
+            if fmt == "ArrowTable":
+                self._recover()
+            raise
+
+    def _recover(self) -> None:
+        """chdb leaves a half-written Arrow stream behind when a query fails while streaming
+        (a timeout, throwIf): the next Arrow result would be garbage. Read it off here."""
+        for _ in range(3):
+            try:
+                self._s.query("SELECT 1", "ArrowTable")
+                return
+            except Exception:  # noqa: BLE001 - the stale stream; the next read is clean
+                continue
 
     def insert_arrow(self, table: str, columns: list[str], data: pa.Table) -> None:
         _sl_rows = data  # noqa: F841 - chdb's Python() table function reads this local
@@ -555,18 +570,28 @@ class ClickHouseStorage:
         return QueryResult(list(table.column_names), _rows(table))
 
     def query(self, sql: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None,
-              max_rows: int | None = None, timezone: str | None = None) -> QueryResult:
-        """Read-only (``readonly=2``: reads and query-level settings only), interrupted after
-        ``timeout_s`` (``max_execution_time``), at most ``max_rows`` rows."""
-        settings: dict[str, Any] = {"readonly": 2}
+              max_rows: int | None = None, timezone: str | None = None, readonly: int = 2) -> QueryResult:
+        """Read-only (``readonly=2``: reads and query-level settings only; user SQL passes
+        ``readonly=1``: no setting can change either), interrupted after ``timeout_s``
+        (``max_execution_time``), at most ``max_rows`` rows. Instants come back in ``timezone``;
+        ``types`` are DuckDB-style names of the result's Arrow types (``VARCHAR``, ``BIGINT``,
+        ``UBIGINT``, ``TIMESTAMP WITH TIME ZONE``…), so both stores describe results alike."""
+        settings: dict[str, Any] = {"readonly": 1 if readonly == 1 else 2}
         if timeout_s is not None:
             settings["max_execution_time"] = max(float(timeout_s), 0.001)
             settings["timeout_overflow_mode"] = "throw"
         if max_rows is not None:
             settings.update(max_result_rows=int(max_rows), result_overflow_mode="break")
+        zone = None
         if timezone is not None:
             if not _TZ_RE.fullmatch(timezone):
                 raise QueryError(f"invalid time zone {timezone!r}")
+            try:
+                from zoneinfo import ZoneInfo
+
+                zone = ZoneInfo(timezone)
+            except (ValueError, KeyError, OSError):
+                raise QueryError(f"invalid time zone {timezone!r}") from None
         sql, bound = bind(sql, params)
         try:
             table = self.t.query_arrow(sql, bound, settings)
@@ -578,7 +603,10 @@ class ClickHouseStorage:
         rows = _rows(table)
         if max_rows is not None:
             rows = rows[:max_rows]
-        return QueryResult(list(table.column_names), rows, [str(f.type) for f in table.schema])
+        if zone is not None and timezone not in ("UTC", "Etc/UTC"):
+            rows = [tuple(v.astimezone(zone) if isinstance(v, datetime) and v.tzinfo is not None else v
+                          for v in row) for row in rows]
+        return QueryResult(list(table.column_names), rows, [_type_name(f.type) for f in table.schema])
 
     def stream(self, sql: str, params: dict[str, Any] | None = None,
                batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
@@ -595,6 +623,34 @@ class ClickHouseStorage:
     def close(self) -> None:
         with self._lock:
             self.t.close()
+
+
+_ARROW_TYPE_NAMES = {"string": "VARCHAR", "large_string": "VARCHAR", "int8": "TINYINT", "int16": "SMALLINT",
+                     "int32": "INTEGER", "int64": "BIGINT", "uint8": "UTINYINT", "uint16": "USMALLINT",
+                     "uint32": "UINTEGER", "uint64": "UBIGINT", "float": "FLOAT", "double": "DOUBLE",
+                     "bool": "BOOLEAN", "date32[day]": "DATE", "binary": "BLOB", "large_binary": "BLOB",
+                     "null": '"NULL"'}
+
+
+def _type_name(t: pa.DataType) -> str:
+    """A result column's type in DuckDB's words (what the SQL endpoint reports on both stores)."""
+    if isinstance(t, pa.BaseExtensionType):
+        return "UUID" if "uuid" in str(t) else _type_name(t.storage_type)
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP" if t.tz in (None, LOCAL_TZ) else "TIMESTAMP WITH TIME ZONE"
+    if pa.types.is_decimal(t):
+        return f"DECIMAL({t.precision},{t.scale})"
+    if pa.types.is_fixed_size_binary(t):
+        return "UUID" if t.byte_width == 16 else "BLOB"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _type_name(t.value_type) + "[]"
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f"{f.name} {_type_name(f.type)}" for f in t) + ")"
+    if pa.types.is_map(t):
+        return f"MAP({_type_name(t.key_type)}, {_type_name(t.item_type)})"
+    if pa.types.is_dictionary(t):
+        return _type_name(t.value_type)
+    return _ARROW_TYPE_NAMES.get(str(t), str(t).upper())
 
 
 def _message(exc: Exception) -> str:

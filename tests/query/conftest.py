@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-BOTH_ENGINES = {"test_trends", "test_funnels", "test_paths", "test_actors", "test_cohort_queries"}
+BOTH_ENGINES = {"test_trends", "test_funnels", "test_paths", "test_actors", "test_cohort_queries", "test_sql"}
 
 
 def _engines() -> list[str]:

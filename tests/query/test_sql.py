@@ -72,7 +72,7 @@ def total_rows(s):
 
 # -- results against plain Python --------------------------------------------------------------
 
-def test_select_rows_match_ingested_events(db):
+def test_select_rows_match_ingested_events(db, store_engine):
     res = q(db, "SELECT event, distinct_id, timestamp, properties FROM events "
                 "WHERE event <> '$identify' ORDER BY timestamp LIMIT 1000")
     assert res.columns == ["event", "distinct_id", "timestamp", "properties"]
@@ -87,11 +87,12 @@ def test_select_rows_match_ingested_events(db):
         assert json.loads(row[3])["price"] == e["properties"]["price"]
 
 
-def test_group_by_counts_match_python(db):
+def test_group_by_counts_match_python(db, store_engine):
     res = q(db, "SELECT event, count(*) AS n FROM events GROUP BY event ORDER BY event")
     expected = Counter(e["event"] for e in db.raw)
     assert res.results == sorted([[k, v] for k, v in expected.items()])
-    assert res.types == ["VARCHAR", "BIGINT"]
+    # ClickHouse's count() is unsigned
+    assert res.types == ["VARCHAR", "BIGINT" if store_engine == "duckdb" else "UBIGINT"]
 
 
 def test_aggregates_over_properties_match_python(db):
@@ -141,7 +142,7 @@ def test_unique_persons_after_merge(db):
     assert res.results == [["u1@x.io", sum(e["distinct_id"] in ("u1", "anon-a") for e in db.raw)]]
 
 
-def test_set_operations_ctes_and_subqueries(db):
+def test_set_operations_ctes_and_subqueries(db, store_engine):
     res = q(db, "WITH b AS (SELECT DISTINCT properties.$browser AS b FROM events WHERE event = '$pageview') "
                 "SELECT b FROM b UNION ALL SELECT 'Lynx' ORDER BY 1")
     assert [r[0] for r in res.results] == sorted(BROWSERS + ["Lynx"])
@@ -152,6 +153,12 @@ def test_set_operations_ctes_and_subqueries(db):
     res = q(db, "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) "
                 "SELECT n, (SELECT count(*) FROM persons) FROM t ORDER BY n")
     assert res.results == [[1, 4], [2, 4], [3, 4]]
+    if store_engine == "chdb":  # table functions are DuckDB's only (documented)
+        for sql in ["SELECT x FROM range(3) r(x)", "SELECT key FROM events, json_each(properties)"]:
+            with pytest.raises(SQLRejected) as err:
+                q(db, sql)
+            assert err.value.code == "sql_unsupported" and "ClickHouse" in err.value.detail
+        return
     res = q(db, "SELECT x, count(*) FROM range(3) r(x), generate_series(1, 2) g GROUP BY x ORDER BY x")
     assert res.results == [[0, 2], [1, 2], [2, 2]]
     res = q(db, "SELECT key FROM events, json_each(properties) WHERE event = '$identify' ORDER BY 1")
@@ -178,7 +185,17 @@ def test_sessions_table_spec_vector(tmp_path):
         assert res.results == [["$pageview", False], ["$pageleave", False]]
 
 
-def test_values_are_json_friendly(db):
+def test_values_are_json_friendly(db, store_engine):
+    if store_engine == "chdb":
+        res = q(db, "SELECT uuid, person_id, timestamp, 1.5::DECIMAL(4,2) AS d, DATE '2024-01-02' AS day, "
+                    "[1, 2] AS l, 'nan'::DOUBLE AS nan, 'ab'::BLOB AS blob FROM events ORDER BY timestamp LIMIT 1")
+        [row] = res.results
+        json.dumps(row, allow_nan=False)
+        assert isinstance(row[0], str) and len(row[0]) == 36 and isinstance(row[1], str) and len(row[1]) == 36
+        assert row[2].endswith("Z")
+        assert row[3:] == [1.5, "2024-01-02", [1, 2], None, "ab"]
+        assert res.types[:5] == ["UUID", "UUID", "TIMESTAMP WITH TIME ZONE", "DECIMAL(4,2)", "DATE"]
+        return
     res = q(db, "SELECT uuid, person_id, timestamp, 1.5::DECIMAL(4,2) AS d, INTERVAL 90 SECOND AS i, "
                 "DATE '2024-01-02' AS day, [1, 2] AS l, {'a': 1} AS st, 'nan'::DOUBLE AS nan, "
                 "170141183460469231731687303715884105727::HUGEINT AS big, 'ab'::BLOB AS blob "
@@ -190,11 +207,13 @@ def test_values_are_json_friendly(db):
     assert row[3:] == [1.5, 90.0, "2024-01-02", [1, 2], {"a": 1}, None, "170141183460469231731687303715884105727", "YWI="]
 
 
-def test_time_zone_setting(db):
+def test_time_zone_setting(db, store_engine):
     res = q(db, "SELECT timestamp, date_trunc('day', timestamp - INTERVAL 9 HOUR) FROM events "
                 "ORDER BY timestamp LIMIT 1", timezone="America/New_York")
     assert res.results[0][0].startswith("2024-05-01T05:00:") and res.results[0][0].endswith("-04:00")
-    assert res.results[0][1] == "2024-04-30T00:00:00-04:00"
+    # DuckDB truncates in the session's zone; ClickHouse in the column's (UTC), shown in the zone
+    assert res.results[0][1] == ("2024-04-30T00:00:00-04:00" if store_engine == "duckdb"
+                                 else "2024-04-30T20:00:00-04:00")
 
 
 # -- limits ---------------------------------------------------------------------------------------
@@ -218,11 +237,13 @@ def test_default_limit_and_cap(db):
     assert q(db, "SELECT event FROM events LIMIT 0").results == []
 
 
-def test_timeout_stops_a_long_query_fast(db):
+def test_timeout_stops_a_long_query_fast(db, store_engine):
     before = total_rows(db)
     started = time.monotonic()
+    slow = ("SELECT count(*) FROM events a, events b, range(1000000) c, range(1000000) d" if store_engine == "duckdb"
+            else "SELECT count(*) FROM events a, events b, events c, events d, events f")
     with pytest.raises(SQLRejected) as err:
-        q(db, "SELECT count(*) FROM events a, events b, range(1000000) c, range(1000000) d", timeout_s=0.5)
+        q(db, slow, timeout_s=0.5)
     elapsed = time.monotonic() - started
     assert err.value.code == "query_timeout" and err.value.status == 408
     assert "0.5 s" in err.value.detail
@@ -360,7 +381,9 @@ REFUSED = [
 
 
 @pytest.mark.parametrize("sql, code", REFUSED, ids=[f"{i:02d}-{c}" for i, (_, c) in enumerate(REFUSED)])
-def test_refused(db, sql, code):
+def test_refused(db, store_engine, sql, code):
+    if store_engine == "chdb":  # the ClickHouse store's internal tables have other names
+        sql = sql.replace("events_hot", "persons_data")
     before = total_rows(db)
     with pytest.raises(SQLRejected) as err:
         q(db, sql)
@@ -397,8 +420,10 @@ def test_harmless_lookalikes_run(db):
     assert res.results == [[1]]
 
 
-def test_duckdb_parser_is_a_second_gate(db):
+def test_duckdb_parser_is_a_second_gate(db, store_engine):
     """Even SQL that got past sqlglot's checks is refused by the check on DuckDB's own parse."""
+    if store_engine != "duckdb":
+        pytest.skip("DuckDB's parser; see test_clickhouse_parser_is_a_second_gate")
     for sql, code in [("SELECT getenv('HOME')", "sql_function_not_allowed"),
                       ("SELECT * FROM main.events_hot", "sql_table_not_allowed"),
                       ("SELECT * FROM person_overrides", "sql_table_not_allowed"),
@@ -441,7 +466,7 @@ WORDS = ["SELECT", "FROM", "WHERE", "events", "persons", "sessions", "events_hot
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(st.text(max_size=200),
                  st.lists(st.sampled_from(WORDS), max_size=25).map(" ".join)))
-def test_fuzz_only_refusals_escape_and_nothing_changes(db, text):
+def test_fuzz_only_refusals_escape_and_nothing_changes(db, store_engine, text):
     before = total_rows(db)
     try:
         res = q(db, text, timeout_s=2)
@@ -453,9 +478,11 @@ def test_fuzz_only_refusals_escape_and_nothing_changes(db, text):
     assert total_rows(db) == before
 
 
-def test_storage_query_is_read_only_and_reports_types(db):
+def test_storage_query_is_read_only_and_reports_types(db, store_engine):
     from sightline.storage.base import QueryError
 
+    if store_engine != "duckdb":
+        pytest.skip("DuckDB's tables; see test_clickhouse_storage_query_is_read_only")
     before = total_rows(db)
     for sql in ["CREATE TABLE sneaky (a INT)", "DELETE FROM events_hot", "INSERT INTO persons SELECT * FROM persons"]:
         with pytest.raises(QueryError):
@@ -466,3 +493,86 @@ def test_storage_query_is_read_only_and_reports_types(db):
     assert res.columns == ["a", "b"] and res.types == ["INTEGER", "VARCHAR"] and len(res.rows) == 3
     with pytest.raises(QueryError):
         db.storage.query("SELECT 1", timezone="Not/AZone")
+
+
+# -- ClickHouse: the second gate and the engine's own read-only mode ---------------------------------
+
+def test_clickhouse_parser_is_a_second_gate(db, store_engine):
+    """ClickHouse's own parse (EXPLAIN AST) of the translated text refuses what the first gate
+    would have refused, should a translation ever produce it."""
+    if store_engine != "chdb":
+        pytest.skip("ClickHouse only")
+    from sightline.query.sql import _clickhouse_check
+
+    for sql, code in [("SELECT * FROM system.tables", "sql_table_not_allowed"),
+                      ("SELECT * FROM persons_data", "sql_table_not_allowed"),
+                      ("SELECT * FROM file('/etc/passwd')", "sql_table_function_not_allowed"),
+                      ("SELECT * FROM events, numbers(10) n", "sql_table_function_not_allowed"),
+                      ("SELECT file('/etc/passwd')", "sql_function_not_allowed"),
+                      ("SELECT getSetting('readonly')", "sql_function_not_allowed"),
+                      ("SELECT dictGet('d', 'x', 1)", "sql_function_not_allowed"),
+                      ("SELECT currentDatabase()", "sql_function_not_allowed"),
+                      ("SELECT 1 SETTINGS readonly = 0", "sql_statement_not_allowed"),
+                      ("DROP TABLE events", "sql_statement_not_allowed"),
+                      ("INSERT INTO events SELECT * FROM events", "sql_statement_not_allowed")]:
+        prepared = PreparedSQL(sql, set(), set(), 10)
+        with pytest.raises(SQLRejected) as err:
+            _clickhouse_check(db.storage, prepared)
+        assert err.value.code == code, (sql, err.value.detail)
+    ok = prepare_sql("SELECT count(*), properties.$browser FROM events GROUP BY 2", engine="clickhouse")
+    _clickhouse_check(db.storage, ok)
+    assert "__sl_events" in ok.sql and "project_id = $project" in ok.sql
+
+
+def test_clickhouse_storage_query_is_read_only(db, store_engine):
+    if store_engine != "chdb":
+        pytest.skip("ClickHouse only")
+    from sightline.storage.base import QueryError
+
+    before = total_rows(db)
+    for sql in ["CREATE TABLE sneaky (a Int32) ENGINE = Memory", "INSERT INTO events_x SELECT 1",
+                "ALTER TABLE events DELETE WHERE 1", "SELECT 1 SETTINGS max_execution_time = 1000"]:
+        with pytest.raises(QueryError):
+            db.storage.query(sql, timeout_s=5, readonly=1)
+    assert total_rows(db) == before
+    assert db.storage.execute("SELECT count() FROM system.tables WHERE database = currentDatabase() "
+                              "AND name = 'sneaky'").rows == [(0,)]
+    res = db.storage.query("SELECT 1 AS a, 'x' AS b FROM numbers(10)", max_rows=3, timezone="UTC", readonly=1)
+    assert res.columns == ["a", "b"] and res.types == ["UTINYINT", "VARCHAR"] and len(res.rows) == 3
+    with pytest.raises(QueryError):
+        db.storage.query("SELECT 1", timezone="Not/AZone")
+
+
+def test_same_answers_on_both_engines(tmp_path_factory, store_engine):
+    """The common cases (counts, unique persons, property access, date functions) answer the
+    same on DuckDB and ClickHouse over the same events."""
+    if store_engine != "chdb":
+        pytest.skip("runs once, with the chdb parametrization")
+    import os
+
+    raw = [{"event": ["$pageview", "signed_up"][i % 2], "distinct_id": f"u{i % 7}",
+            "timestamp": iso(T0 + timedelta(hours=i * 5)),
+            "properties": {"$browser": BROWSERS[i % 3], "price": i % 11, "plan": ["free", "pro", None][i % 3]}}
+           for i in range(120)]
+    queries = [
+        "SELECT event, count(*) AS n, count(DISTINCT person_id) AS persons FROM events GROUP BY 1 ORDER BY 1",
+        "SELECT properties.$browser AS b, sum(properties.price::INT) AS s FROM events GROUP BY 1 ORDER BY 1",
+        "SELECT properties->>'plan' AS p, count(*) FROM events GROUP BY 1 ORDER BY 1 NULLS FIRST",
+        "SELECT date_trunc('day', timestamp) AS d, count(*) FROM events GROUP BY 1 ORDER BY 1 LIMIT 5",
+        "SELECT date_trunc('week', timestamp) AS w, count(DISTINCT distinct_id) FROM events GROUP BY 1 ORDER BY 1",
+        "SELECT count(*) FROM events WHERE timestamp >= TIMESTAMP '2024-05-03' AND properties.plan = 'pro'",
+        "SELECT distinct_id, max(timestamp), min(properties.price::INT) FROM events GROUP BY ALL ORDER BY 1",
+        "SELECT count(*) FROM persons",
+        "SELECT avg(properties.price::DOUBLE) FILTER (WHERE event = 'signed_up') FROM events",
+    ]
+    answers = {}
+    for engine in ("duckdb", "chdb"):
+        store = "chdb" if engine == "chdb" else "duckdb"
+        with sightline.open(tmp_path_factory.mktemp("same") / "d", store=store) as s:
+            s.ingest(raw)
+            s.sync()
+            answers[engine] = [q(s, sql).results for sql in queries]
+    assert os.environ.get("SIGHTLINE_STORE") == "chdb"
+    for sql, a, b in zip(queries, answers["duckdb"], answers["chdb"]):
+        assert a == b, sql
+    assert answers["duckdb"][0] == [["$pageview", 60, 7], ["signed_up", 60, 7]]
