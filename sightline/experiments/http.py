@@ -3,7 +3,8 @@
 ``GET/POST /experiments/``, ``GET/PATCH/DELETE /experiments/{id}/``, ``POST .../{id}/launch/``,
 ``POST .../{id}/stop/`` (body: optional ``shipped_variant``, ``end_date``, ``conclusion``),
 ``POST .../{id}/ship/`` (body: ``variant``), ``GET .../{id}/results/`` (``?cumulative=false`` leaves
-out the day-by-day series), ``GET .../{id}/activity/``. Handlers parse and format; the work is in
+out the day-by-day series; results are cached for up to 30 s while no new events are stored,
+``?refresh=true`` recomputes), ``GET .../{id}/activity/``. Handlers parse and format; the work is in
 :mod:`sightline.experiments.service` and :mod:`sightline.experiments.results`.
 """
 
@@ -137,6 +138,15 @@ async def ship(request: Request) -> Response:
         return error_response(exc)
 
 
+def _bool_param(request: Request, name: str, default: bool) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise InvalidInput(f"`{name}` must be true or false.", attr=name)
+    return value.lower() in ("true", "1", "yes")
+
+
 async def results(request: Request) -> Response:
     from sightline.experiments import results as res
 
@@ -145,10 +155,9 @@ async def results(request: Request) -> Response:
         require_api_key(request)
         project = core.resolve_project(request.path_params.get("project_id"))
         exp = service(core).get(project.id, request.path_params["experiment_id"])
-        flag = request.query_params.get("cumulative", "true").lower()
-        if flag not in ("true", "false", "1", "0", "yes", "no"):
-            raise InvalidInput("`cumulative` must be true or false.", attr="cumulative")
-        out = await run_in_threadpool(res.compute, core, project, exp, cumulative=flag in ("true", "1", "yes"))
+        cumulative = _bool_param(request, "cumulative", True)
+        refresh = _bool_param(request, "refresh", False)
+        out = await run_in_threadpool(res.cached, core, project, exp, cumulative=cumulative, refresh=refresh)
     except SightlineError as exc:
         return error_response(exc)
     return json_response(out)

@@ -8,7 +8,14 @@ The numbers come from :mod:`sightline.experiments.metrics` (sufficient statistic
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -259,6 +266,114 @@ def compute(core, project, exp: dict, *, now: datetime | None = None, cumulative
         out["cumulative"].append({"uuid": m["uuid"], "name": m["name"],
                                   "days": _cumulative(exp, m, batch.cumulative[i])})
     return out
+
+
+# -- the results cache ------------------------------------------------------------------------------
+
+CACHE_TTL_SECONDS = 30.0
+CACHE_ENTRIES = 64
+
+
+def data_version(core) -> tuple:
+    """A cheap token that changes whenever this process stores events: the writer's acknowledged
+    log position and its counters of stored batches, bulk jobs and flushes. A core without a
+    writer (read-only, or nothing written yet) cannot change its store itself: the TTL bounds how
+    long results computed on it are reused (another process, e.g. a ClickHouse ingest node, may
+    write meanwhile)."""
+    writer = getattr(core, "_writer", None)
+    if writer is None:
+        return ("static",)
+    st = writer.stats
+    return (repr(getattr(writer, "_acked", None)), st.batches, st.events_stored, st.flushes, st.events_flushed)
+
+
+def _fingerprint(project, exp: dict) -> str:
+    """What the results depend on besides the events: the experiment's whole definition (any
+    change bumps its version; the flag's state is part of it) and the project's settings."""
+    doc = {"exp": exp, "tz": project.timezone, "settings": project.settings}
+    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class _Entry:
+    result: dict
+    data: tuple
+    at: float
+
+
+class ResultsCache:
+    """Recent results per (project, experiment, version, definition, with/without the cumulative
+    series), reused while the store's :func:`data_version` is unchanged and for at most ``ttl``
+    seconds. Concurrent requests for the same key compute once (the others wait for it). A
+    request without the cumulative series is also answered from a cached full result."""
+
+    def __init__(self, ttl: float = CACHE_TTL_SECONDS, entries: int = CACHE_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.entries, self.clock = ttl, entries, clock
+        self._data: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+        self.hits = self.misses = 0
+
+    def _fresh(self, key: tuple, version: tuple) -> _Entry | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry.data != version or self.clock() - entry.at >= self.ttl:
+            self._data.pop(key, None)
+            return None
+        self._data.move_to_end(key)
+        return entry
+
+    def _answer(self, entry: _Entry, cumulative: bool) -> dict:
+        self.hits += 1
+        out = {**entry.result, "cached": True, "cache_age_seconds": round(self.clock() - entry.at, 3)}
+        if not cumulative:
+            out["cumulative"] = []
+        return out
+
+    def results(self, core, project, exp: dict, *, cumulative: bool = True, refresh: bool = False,
+                now: datetime | None = None) -> dict:
+        """:func:`compute`'s document, from the cache when it is fresh (``refresh`` recomputes;
+        the new document replaces the cached one). ``cached`` says which it was."""
+        if exp["status"] == "draft" or not exp.get("start_date"):
+            return compute(core, project, exp, now=now, cumulative=cumulative)  # raises NotLaunched
+        if hasattr(core, "sync"):
+            core.sync()  # every acknowledged event counts (and is then part of the data version)
+        base = (project.id, exp["id"], exp.get("version"), _fingerprint(project, exp))
+        key = base + (cumulative,)
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            version = data_version(core)
+            if not refresh:
+                with self._lock:
+                    entry = self._fresh(key, version) or (self._fresh(base + (True,), version)
+                                                          if not cumulative else None)
+                if entry is not None:
+                    return self._answer(entry, cumulative)
+            self.misses += 1
+            result = compute(core, project, exp, now=now, cumulative=cumulative)
+            with self._lock:
+                self._data[key] = _Entry(result, version, self.clock())
+                self._data.move_to_end(key)
+                while len(self._data) > self.entries:
+                    old, _ = self._data.popitem(last=False)
+                    self._key_locks.pop(old, None)
+        return {**result, "cached": False, "cache_age_seconds": 0.0}
+
+
+def cache_of(core) -> ResultsCache:
+    """The results cache of a core (one per opened data directory)."""
+    cache = getattr(core, "_experiment_results_cache", None)
+    if cache is None:
+        cache = ResultsCache()
+        core._experiment_results_cache = cache
+    return cache
+
+
+def cached(core, project, exp: dict, *, cumulative: bool = True, refresh: bool = False) -> dict:
+    return cache_of(core).results(core, project, exp, cumulative=cumulative, refresh=refresh)
 
 
 def table(result: dict) -> str:
