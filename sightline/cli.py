@@ -236,19 +236,52 @@ def demo(data_dir: Path, n_events: int, seed: int, days: int, no_progress: bool)
 def export(out: Path, data_dir: Path, fmt: str | None, events: tuple[str, ...], after: str | None,
            before: str | None, project_id: int | None) -> None:
     """Write your events to a Parquet or JSON-lines file (streamed in time order, in constant
-    memory, any size). E.g. `sightline export last-week.jsonl --after -7d --event purchase`."""
-    from sightline.ops.export import export_events
+    memory, any size). E.g. `sightline export last-week.jsonl --after -7d --event purchase`.
+
+    Works while `sightline serve` runs on the data directory (the server streams the file),
+    and with it stopped (the data directory is read directly)."""
+    from sightline.ops.control import ServerHandle, open_or_connect
+    from sightline.ops.export import download, export_events
 
     if fmt is None:
         fmt = "jsonl" if out.suffix in (".jsonl", ".ndjson", ".json") else "parquet"
-    core = _open(data_dir)
     try:
-        n = export_events(core, out, fmt=fmt, events=list(events), after=after, before=before,
-                          project_id=project_id)
+        target = open_or_connect(data_dir)
     except SightlineError as exc:
-        core.close()
         _fail(exc)
-    core.close()
+    if isinstance(target, ServerHandle):
+        click.echo(f"Exporting through the running server at {target.url} (pid {target.pid}).", err=True)
+        tty = sys.stderr.isatty()
+        shown = [0.0]
+
+        def progress(rows: int, expected: int, size: int) -> None:
+            import time
+
+            now = time.monotonic()
+            if not tty or now - shown[0] < 0.2:
+                return
+            shown[0] = now
+            done = f"{rows:,} of {expected:,} events, " if fmt == "jsonl" else f"{expected:,} events planned, "
+            click.echo(f"\r  {done}{size / 1e6:,.1f} MB received", err=True, nl=False)
+
+        try:
+            n = download(target, out, fmt=fmt, events=list(events), after=after, before=before,
+                         project_id=project_id, progress=progress)
+        except SightlineError as exc:
+            if tty and shown[0]:
+                click.echo("", err=True)
+            _fail(exc)
+        if tty and shown[0]:
+            click.echo("", err=True)
+    else:
+        core = target
+        try:
+            n = export_events(core, out, fmt=fmt, events=list(events), after=after, before=before,
+                              project_id=project_id)
+        except SightlineError as exc:
+            core.close()
+            _fail(exc)
+        core.close()
     click.echo(f"Exported {n:,} events to {out} ({fmt}).")
 
 

@@ -16,7 +16,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sightline.errors import InvalidInput, SightlineError
-from sightline.web.http import bearer_token, error_response, json_response, read_json_object, require_api_key
+from sightline.web.http import (
+    bearer_token,
+    error_response,
+    json_response,
+    read_json_object,
+    require_api_key,
+)
 
 MAX_BODY = 1024 * 1024
 

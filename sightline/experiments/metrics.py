@@ -36,17 +36,21 @@ one per metric (and one more per exposure computation) is what makes results fas
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sightline.experiments.service import EXPOSURE_EVENT, WINDOW_UNITS
 from sightline.experiments.stats.base import MetricStats
 from sightline.query.context import QueryContext
-from sightline.query.filters import PERSON_ID, Scope, properties_sql, test_account_filters
+from sightline.query.filters import (
+    PERSON_ID,
+    Scope,
+    properties_sql,
+    test_account_filters,
+)
 from sightline.query.model import PropertyFilter
 
-UTC = timezone.utc
 MAX_CUMULATIVE_DAYS = 370
 
 # per-person columns, in the order of STAT_SQL: x = value (numerator), y = denominator,

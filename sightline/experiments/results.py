@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sightline.errors import SightlineError
@@ -25,7 +25,6 @@ from sightline.experiments.metrics import ExperimentSQL, Exposures, is_ratio
 from sightline.experiments.service import METRIC_LISTS
 from sightline.query.context import QueryContext
 
-UTC = timezone.utc
 MAX_CUMULATIVE_METRICS = 3
 
 

@@ -92,6 +92,9 @@ def routes() -> list[Route]:
     from sightline.ops import http as ops_http
 
     out += ops_http.routes()  # /api/ops/backup, /api/ops/status
+    from sightline.web import export as export_http
+
+    out += export_http.routes()  # /api/projects/{id}/export/ (sightline export)
     base = "/api/projects/{project_id}"
     out.append(Route(base + "/", api.project, methods=["GET", "PATCH"]))
     out.append(Route(base + "/events/", api.events, methods=["GET"]))

@@ -5,7 +5,7 @@ recomputed when events arrive, when the definition changes, after the TTL (a fak
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -14,7 +14,6 @@ import sightline
 from sightline.experiments import results as res
 from sightline.experiments.service import ExperimentService
 
-UTC = timezone.utc
 START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
 GOAL = [{"metric_type": "funnel", "name": "Purchase", "series": [{"event": "purchase"}]}]
 
@@ -56,7 +55,7 @@ def _sums(doc: dict) -> dict:
 
 
 def test_reused_until_events_arrive_then_recomputed(setup):
-    core, svc, exp, key = setup
+    core, _, exp, key = setup
     cache = res.ResultsCache(clock=Clock())
     first = cache.results(core, core.project, exp)
     assert first["cached"] is False and first["exposures"] == {"control": 20, "test": 20}
@@ -77,7 +76,7 @@ def test_reused_until_events_arrive_then_recomputed(setup):
 
 
 def test_definition_change_ttl_and_refresh(setup):
-    core, svc, exp, key = setup
+    core, svc, exp, _ = setup
     clock = Clock()
     cache = res.ResultsCache(ttl=30, clock=clock)
     assert cache.results(core, core.project, exp)["cached"] is False
@@ -101,7 +100,7 @@ def test_definition_change_ttl_and_refresh(setup):
 
 
 def test_not_launched_is_not_cached(setup):
-    core, svc, exp, key = setup
+    core, svc, _, key = setup
     draft = svc.create(core.project.id, {"name": "Draft", "feature_flag_key": key + "-d", "metrics": GOAL}, "test")
     cache = res.ResultsCache()
     with pytest.raises(res.NotLaunched):
