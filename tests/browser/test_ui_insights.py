@@ -9,26 +9,22 @@ Chromium comes from the OS (`apt-get install -y chromium`), Playwright from the 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
-from click.testing import CliRunner
-
 from browserkit import CHROMIUM, CHROMIUM_ARGS, missing
+from click.testing import CliRunner
 from livesrv import ROOT, start_server, stop_server
+from uikit import LOW_CONTRAST, shot, unlabeled_controls
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 EMAIL, PASSWORD = "pm@example.com", "insightful password"
-SHOTS = ROOT / "docs" / "screenshots"
 P = "/api/projects/@current/"
 SAVED_INSIGHT = re.compile(r".*/insights/\d+$")
 
@@ -72,51 +68,8 @@ def drawn_query(page, must_contain: str) -> dict:
     return json.loads(page.get_attribute("#insight-chart", "data-query"))
 
 
-def unlabeled_controls(page) -> list[str]:
-    return page.evaluate("""() => [...document.querySelectorAll('input, select, textarea, button')]
-        .filter(el => el.offsetParent !== null && el.type !== 'hidden')
-        .filter(el => el.tagName === 'BUTTON' ? !(el.textContent.trim() || el.getAttribute('aria-label'))
-                     : !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
-        .map(el => el.outerHTML.slice(0, 120))""")
 
 
-LOW_CONTRAST = """() => {
-  // WCAG contrast of every visible text element against its effective background colour
-  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
-    const [r, g, b, a = 1] = m[1].split(',').map(Number); return {r, g, b, a}; };
-  const lum = ({r, g, b}) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
-    .reduce((acc, v, i) => acc + v * [0.2126, 0.7152, 0.0722][i], 0);
-  const background = (el) => {
-    let layers = [];
-    for (let e = el; e; e = e.parentElement) {
-      const c = parse(getComputedStyle(e).backgroundColor);
-      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
-    }
-    let out = {r: 255, g: 255, b: 255};
-    for (const c of layers.reverse()) out = {r: c.r * c.a + out.r * (1 - c.a), g: c.g * c.a + out.g * (1 - c.a), b: c.b * c.a + out.b * (1 - c.a)};
-    return out;
-  };
-  const bad = [];
-  for (const el of document.querySelectorAll('body *')) {
-    if (el.closest('svg, .js-plotly-plot, option, [hidden]') || el.offsetParent === null) continue;
-    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
-    if (!own || el.disabled) continue;
-    const cs = getComputedStyle(el);
-    const fg = parse(cs.color); const bg = background(el);
-    const l1 = lum(fg), l2 = lum(bg);
-    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
-    const large = parseFloat(cs.fontSize) >= 24 || (parseFloat(cs.fontSize) >= 18.66 && Number(cs.fontWeight) >= 700);
-    if (ratio < (large ? 3 : 4.5)) bad.push(`${ratio.toFixed(2)} ${el.tagName}.${el.className}: ${el.textContent.trim().slice(0, 40)}`);
-  }
-  return bad;
-}"""
-
-
-def shot(page, name: str) -> None:
-    if os.environ.get("SIGHTLINE_SCREENSHOTS") == "1":
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.wait_for_timeout(400)  # let Plotly finish its transitions
-        page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
 def test_sign_in_build_save_and_reload_insights(demo_server):
@@ -181,10 +134,10 @@ def test_sign_in_build_save_and_reload_insights(demo_server):
             assert [t["x"] for t in drawn] == [r["days"] for r in result]
             # ... and the numbers are the signed_up events of those days, counted here in Python
             days = result[0]["days"]
-            start = datetime.fromisoformat(days[0]).replace(tzinfo=timezone.utc)
+            start = datetime.fromisoformat(days[0]).replace(tzinfo=UTC)
             stored = server.events(event="signed_up", after=start.isoformat())
             per_day = Counter(datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
-                              .astimezone(timezone.utc).date().isoformat() for e in stored)
+                              .astimezone(UTC).date().isoformat() for e in stored)
             assert drawn[0]["y"] == [per_day.get(d, 0) for d in days]
             assert sum(drawn[0]["y"]) > 0
             assert not unlabeled_controls(page), unlabeled_controls(page)

@@ -9,7 +9,6 @@ the pages show is checked against the JSON API, and what they create against the
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,65 +16,19 @@ import uuid
 
 import httpx
 import pytest
-from click.testing import CliRunner
-
 from browserkit import CHROMIUM, CHROMIUM_ARGS, missing
+from click.testing import CliRunner
 from livesrv import ROOT, start_server, stop_server
+from uikit import LOW_CONTRAST, shot, unlabeled_controls
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 EMAIL, PASSWORD = "ops@example.com", "pages password 1"
-SHOTS = ROOT / "docs" / "screenshots"
 P = "/api/projects/@current/"
 
 
-def shot(page, name: str) -> None:
-    if os.environ.get("SIGHTLINE_SCREENSHOTS") == "1":
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.wait_for_timeout(400)  # let Plotly finish its transitions
-        page.evaluate("() => { document.getElementById('toasts').replaceChildren(); window.scrollTo(0, 0); }")
-        page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def unlabeled_controls(page) -> list[str]:
-    return page.evaluate("""() => [...document.querySelectorAll('main input, main select, main textarea, main button')]
-        .filter(el => el.offsetParent !== null && el.type !== 'hidden')
-        .filter(el => el.tagName === 'BUTTON' ? !(el.textContent.trim() || el.getAttribute('aria-label'))
-                     : !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
-        .map(el => el.outerHTML.slice(0, 120))""")
-
-
-# the same check as tests/browser/test_ui_insights.py
-LOW_CONTRAST = """() => {
-  // WCAG contrast of every visible text element against its effective background colour
-  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
-    const [r, g, b, a = 1] = m[1].split(',').map(Number); return {r, g, b, a}; };
-  const lum = ({r, g, b}) => [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
-    .reduce((acc, v, i) => acc + v * [0.2126, 0.7152, 0.0722][i], 0);
-  const background = (el) => {
-    let layers = [];
-    for (let e = el; e; e = e.parentElement) {
-      const c = parse(getComputedStyle(e).backgroundColor);
-      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
-    }
-    let out = {r: 255, g: 255, b: 255};
-    for (const c of layers.reverse()) out = {r: c.r * c.a + out.r * (1 - c.a), g: c.g * c.a + out.g * (1 - c.a), b: c.b * c.a + out.b * (1 - c.a)};
-    return out;
-  };
-  const bad = [];
-  for (const el of document.querySelectorAll('body *')) {
-    if (el.closest('svg, .js-plotly-plot, option, [hidden]') || el.offsetParent === null) continue;
-    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
-    if (!own || el.disabled) continue;
-    const cs = getComputedStyle(el);
-    const fg = parse(cs.color); const bg = background(el);
-    const l1 = lum(fg), l2 = lum(bg);
-    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
-    const large = parseFloat(cs.fontSize) >= 24 || (parseFloat(cs.fontSize) >= 18.66 && Number(cs.fontWeight) >= 700);
-    if (ratio < (large ? 3 : 4.5)) bad.push(`${ratio.toFixed(2)} ${el.tagName}.${el.className}: ${el.textContent.trim().slice(0, 40)}`);
-  }
-  return bad;
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +91,7 @@ def test_live_events_filter_expand_and_refresh(ui):
     api_all = page.api.get(P + "live_events/").json()["results"]
     assert [r["uuid"] for r in rows] == [e["uuid"] for e in api_all]  # the newest 100, newest first
     assert len({r["event"] for r in rows}) > 1
-    assert unlabeled_controls(page) == []
+    assert unlabeled_controls(page, "main") == []
     assert page.evaluate(LOW_CONTRAST) == []
 
     # filter by event name: every row is a $pageview, and the same rows as the API
@@ -218,7 +171,7 @@ def test_person_search_properties_and_timeline(ui):
     if len(api_events) > 50:
         page.get_by_role("button", name="Load more").click()
         page.wait_for_function(f"document.querySelectorAll('#person-timeline li').length === {min(100, len(api_events))}")
-    assert unlabeled_controls(page) == []
+    assert unlabeled_controls(page, "main") == []
     assert page.evaluate(LOW_CONTRAST) == []
 
 
@@ -281,7 +234,7 @@ def test_create_edit_and_toggle_a_flag(ui):
         assert json.loads(got[test_user]["metadata"]["payload"]) == {"color": "green"}
     assert page.locator("#flag-activity li").first.inner_text().startswith(f"created v1 by user {EMAIL}")
     assert flag["created_by"] == f"user {EMAIL}"
-    assert unlabeled_controls(page) == []
+    assert unlabeled_controls(page, "main") == []
     assert page.evaluate(LOW_CONTRAST) == []
     shot(page, "flags")
 
@@ -315,7 +268,7 @@ def test_create_an_experiment_and_read_the_demo_results(ui):
     second.get_by_label("Event", exact=True).fill("purchase")
     second.get_by_label("Numeric property").fill("revenue")
     page.get_by_label("Launch now").check()
-    assert unlabeled_controls(page) == []
+    assert unlabeled_controls(page, "main") == []
     assert page.evaluate(LOW_CONTRAST) == []
     page.get_by_role("button", name="Create experiment").click()
     page.wait_for_url(re.compile(r".*/experiments/\d+$"))
@@ -405,7 +358,7 @@ def test_setup_page_snippets_and_first_event(ui):
     assert r.status_code == 200
     page.wait_for_function("() => document.querySelector('#first-event-status').dataset.state === 'received'", timeout=15_000)
     assert "my_first_event" in status.inner_text() and "setup-check" in status.inner_text()
-    assert unlabeled_controls(page) == []
+    assert unlabeled_controls(page, "main") == []
     assert page.evaluate(LOW_CONTRAST) == []
     shot(page, "setup")
 
