@@ -11,17 +11,10 @@ from pathlib import Path
 
 import click
 
-from sightline.core import DEFAULT_DATA_DIR, Settings, Sightline
+from sightline.cli_common import DATA_DIR
+from sightline.cli_common import fail as _fail
+from sightline.core import Settings, Sightline
 from sightline.errors import SightlineError
-
-DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=DEFAULT_DATA_DIR, envvar="SIGHTLINE_DATA_DIR", show_default=True,
-                        show_envvar=True, help="Where Sightline keeps its data.")
-
-
-def _fail(exc: SightlineError) -> None:
-    click.secho(f"Error: {exc.detail}", fg="red", err=True)
-    sys.exit(2 if exc.status < 500 else 1)
 
 
 def _open(data_dir: Path, **kwargs) -> Sightline:

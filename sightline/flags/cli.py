@@ -7,26 +7,17 @@ The commands open only the data directory's metadata store (SQLite), so they wor
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sightline.core import DEFAULT_DATA_DIR
+from sightline.cli_common import DATA_DIR
+from sightline.cli_common import fail as _fail
 from sightline.errors import InvalidInput, SightlineError
 
-DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=DEFAULT_DATA_DIR, envvar="SIGHTLINE_DATA_DIR", show_default=True,
-                        show_envvar=True, help="Where Sightline keeps its data.")
 PROJECT = click.option("--project", "project_id", type=int, default=None,
                        help="Project id (default: the first project).")
-
-
-def _fail(exc: SightlineError) -> None:
-    attr = f" [{exc.attr}]" if getattr(exc, "attr", None) else ""
-    click.secho(f"Error{attr}: {exc.detail}", fg="red", err=True)
-    sys.exit(2 if exc.status < 500 else 1)
 
 
 def _open(data_dir: Path, project_id: int | None):

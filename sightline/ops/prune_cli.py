@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from sightline.cli_common import DATA_DIR
 from sightline.errors import SightlineError
 
 
@@ -30,8 +31,7 @@ def render(report: dict) -> str:
 
 
 @click.command("prune")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default="./sightline-data",
-              envvar="SIGHTLINE_DATA_DIR", show_default=True, show_envvar=True, help="Where Sightline keeps its data.")
+@DATA_DIR
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted (events, files, bytes); delete nothing.")
 @click.option("--project", "project_id", type=int, default=None, help="Project id (default: the first project).")
 @click.option("--before", default=None,

@@ -8,29 +8,21 @@ calls :mod:`sightline.persons.admin` itself).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from sightline.core import DEFAULT_DATA_DIR
+from sightline.cli_common import DATA_DIR
+from sightline.cli_common import fail as _fail
 from sightline.errors import NotFound, SightlineError
 
-DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=DEFAULT_DATA_DIR, envvar="SIGHTLINE_DATA_DIR", show_default=True,
-                        show_envvar=True, help="Where Sightline keeps its data.")
 PROJECT = click.option("--project", "project", default="@current", show_default=True,
                        help="Project id (the default project when omitted).")
 
 
 def _emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
-
-
-def _fail(exc: SightlineError) -> None:
-    click.secho(f"Error: {exc.detail}", fg="red", err=True)
-    sys.exit(2 if exc.status < 500 else 1)
 
 
 def _run(data_dir: Path, remote: Callable, local: Callable) -> Any:
