@@ -47,3 +47,28 @@ def store_engine(request, tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+# chdb examples: a hypothesis test that opens a fresh store per example pays ClickHouse's schema
+# set-up each time, so the chdb parametrization runs a fifth of the examples (at least
+# CHDB_MIN_EXAMPLES); DuckDB keeps every example. SIGHTLINE_CHDB_EXAMPLES_DIVISOR=1 runs them all.
+CHDB_MIN_EXAMPLES = 3
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    fn = getattr(item, "obj", None)
+    current = getattr(fn, "_hypothesis_internal_use_settings", None)
+    callspec = getattr(item, "callspec", None)
+    if current is None or callspec is None or callspec.params.get("store_engine") != "chdb":
+        yield
+        return
+    from hypothesis import settings
+
+    divisor = max(1, int(os.environ.get("SIGHTLINE_CHDB_EXAMPLES_DIVISOR", "5")))
+    capped = settings(current, max_examples=max(CHDB_MIN_EXAMPLES, current.max_examples // divisor))
+    fn._hypothesis_internal_use_settings = capped
+    try:
+        yield
+    finally:
+        fn._hypothesis_internal_use_settings = current

@@ -11,7 +11,7 @@ RANGE = {"date_from": "2024-01-01", "date_to": "2024-01-05"}
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
+def db(tmp_path_factory, store_engine):
     s = sightline.open(tmp_path_factory.mktemp("a") / "d")
     rows = []
     for i in range(12):

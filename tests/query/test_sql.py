@@ -26,7 +26,7 @@ def iso(t):
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
+def db(tmp_path_factory, store_engine):
     """Project 1: 150 random events of 6 users (two anonymous ids merged later); project 2: 7 events."""
     s = sightline.open(tmp_path_factory.mktemp("sql") / "d")
     other = s.meta.create_project("Other project")

@@ -17,7 +17,7 @@ OTHER, NONE = "$$_posthog_breakdown_other_$$", "$$_posthog_breakdown_null_$$"
 
 
 @pytest.fixture(scope="module")
-def vec1(tmp_path_factory):
+def vec1(tmp_path_factory, store_engine):
     s = sightline.open(tmp_path_factory.mktemp("t") / "d")
     rows = [("u1", "2024-01-01T10:00:00Z", "s1", 10), ("u1", "2024-01-01T11:00:00Z", "s1", 20),
             ("u2", "2024-01-01T12:00:00Z", "s2", 30), ("u1", "2024-01-02T09:00:00Z", "s3", 40),
