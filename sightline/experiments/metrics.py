@@ -221,9 +221,9 @@ class ExperimentSQL:
         crit = self.exp["exposure_criteria"]
         keep = "true" if crit.get("multiple_variant_handling") == "first_seen" else "nv = 1"
         return [
-            "exp_events AS (SELECT pid, ts, variant FROM ev WHERE x_exp)",
-            f"exposed AS (SELECT pid, min(ts) AS exp_ts, {d.arg_min('variant', 'ts')} AS variant, "
-            f"{d.count_distinct('variant')} AS nv FROM exp_events GROUP BY pid)",
+            "exp_events AS (SELECT pid, ts, variant AS v FROM ev WHERE x_exp)",
+            f"exposed AS (SELECT pid, min(ts) AS exp_ts, {d.arg_min('v', 'ts')} AS variant, "
+            f"{d.count_distinct('v')} AS nv FROM exp_events GROUP BY pid)",
             f"units AS (SELECT pid, exp_ts, variant, CAST({d.local('exp_ts', self.tzp)} AS DATE) AS exp_day "
             f"FROM exposed WHERE {keep})",
         ]
@@ -301,8 +301,8 @@ class ExperimentSQL:
         the end of D (the final caps apply to every day)."""
         m = f"m{i}_"
         return [
-            f"{m}dd AS (SELECT pid, greatest(d, CAST({first_param} AS DATE)) AS d, sum(num) AS num, "
-            f"sum(den) AS den FROM {m}deltas GROUP BY ALL)",
+            f"{m}dd AS (SELECT dl.pid AS pid, greatest(dl.d, CAST({first_param} AS DATE)) AS d, sum(dl.num) AS num, "
+            f"sum(dl.den) AS den FROM {m}deltas dl GROUP BY 1, 2)",
             f"{m}grid AS (SELECT v.pid, v.variant, v.z, v.w, days.d FROM {m}vals v JOIN days "
             f"ON days.d >= v.exp_day)",
             f"{m}cum AS (SELECT g.d, g.variant, g.z, g.w, sum(coalesce(dd.num, 0.0)) OVER win AS x, "
@@ -326,9 +326,8 @@ class ExperimentSQL:
         if cumulative and span is not None:
             first, last = span
             d0 = p.add(first.isoformat(), "d0")
-            d1 = p.add(last.isoformat(), "d1")
-            ctes.append(f"days AS (SELECT CAST({d.unnest(f'generate_series(CAST({d0} AS DATE), CAST({d1} AS DATE), INTERVAL 1 DAY)')}"
-                        f" AS DATE) AS d)")
+            days = [(first + timedelta(days=k)).isoformat() for k in range((last - first).days + 1)]
+            ctes.append(f"days AS (SELECT CAST({d.unnest(p.add(days, 'days'))} AS DATE) AS d)")
             for i in cumulative:
                 ctes += self.cumulative_ctes(i, metrics[i], d0)
                 selects.append(f"SELECT 'c', {i}, d, variant, {STAT_SQL} FROM "
