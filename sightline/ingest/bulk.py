@@ -12,10 +12,12 @@ Export streams events out of storage batch by batch, so memory stays flat at any
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -31,12 +33,17 @@ from sightline.storage.schema import EVENT_BATCH_SCHEMA, GROUP_COLUMNS
 
 UTC = timezone.utc
 BATCH_ROWS = 250_000
+# rows stored together as partition files by an import (the compaction's merged file size)
+PART_ROWS = 2_000_000
 UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 # A row goes through the per-event identity rules if its event is one of these …
 IDENTITY_EVENTS = ("$identify", "$create_alias", "$merge_dangerously", "$groupidentify")
 # … or its properties mention one of these keys.
 IDENTITY_MARKER_RE = r'"\$(set|set_once|unset|process_person_profile)"\s*:'
+# One pass of this finds every row either of the above may match (RE2 scans faster than a
+# literal substring search here); on most files it matches nothing and both are skipped.
+ANY_MARKER_RE = r'"\$(groups|set|set_once|unset|process_person_profile)"'
 # Group membership alone needs no per-event rules: it is extracted column-wise.
 GROUPS_RE = r'"\$groups"\s*:\s*(?P<groups>\{[^{}]*\})'
 
@@ -240,22 +247,21 @@ def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) 
     return table.set_column(table.schema.get_field_index("uuid"), "uuid", col)
 
 
-def _identity_rows(table: pa.Table) -> pa.Array:
+def _identity_rows(table: pa.Table, markers: bool = True) -> pa.Array:
+    """Rows that need the per-event identity rules (``markers``: False when no row's
+    properties can mention a marker key)."""
     mask = pc.is_in(table.column("event"), value_set=pa.array(IDENTITY_EVENTS))
-    props = table.column("properties")
-    # one cheap pass finds candidates; the exact markers only run on those
-    candidates = pc.match_substring(props, '"$')
-    if pc.any(candidates).as_py():
-        hits = pc.match_substring_regex(props, IDENTITY_MARKER_RE)
-        mask = pc.or_kleene(mask, hits)
+    if markers:
+        mask = pc.or_kleene(mask, pc.match_substring_regex(table.column("properties"), IDENTITY_MARKER_RE))
     return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
 
 
 def _group_columns(table: pa.Table, project_id: int, identity: IdentityState,
-                   changes: Changes) -> list[pa.Array | None]:
-    """``$groups`` of every row as group_0..4 columns, parsing each distinct object once."""
+                   changes: Changes, maybe: bool = True) -> list[pa.Array | None]:
+    """``$groups`` of every row as group_0..4 columns, parsing each distinct object once
+    (``maybe``: False when no row's properties can mention ``$groups``)."""
     props = table.column("properties")
-    if not pc.any(pc.match_substring(props, '"$groups"')).as_py():
+    if not maybe or not pc.any(pc.match_substring(props, '"$groups"')).as_py():
         return [None] * len(GROUP_COLUMNS)
     found = pc.struct_field(pc.extract_regex(props, GROUPS_RE), [0])
     encoded = pc.dictionary_encode(found).combine_chunks()
@@ -275,13 +281,26 @@ def _group_columns(table: pa.Table, project_id: int, identity: IdentityState,
             for vals in per_index]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def _epoch_us(ts: datetime) -> int:
+    return (ts - _EPOCH) // _ONE_US
+
+
+def _from_epoch_us(us: int) -> datetime:
+    return _EPOCH + us * _ONE_US
+
+
 def resolve_persons(table: pa.Table, project_id: int, identity: IdentityState, changes: Changes,
                     now: datetime) -> pa.Table:
     """Runs in the writer thread: person ids and groups for a validated batch, in time order."""
     n = table.num_rows
     person_ids: dict[int, str] = {}
     groups: list[dict[int, str]] = [{} for _ in GROUP_COLUMNS]
-    special = _identity_rows(table)
+    markers = bool(pc.any(pc.match_substring_regex(table.column("properties"), ANY_MARKER_RE)).as_py())
+    special = _identity_rows(table, markers)
     special_idx = pc.indices_nonzero(special)
     if len(special_idx):  # identity rules apply in time order
         order = pc.sort_indices(table.column("timestamp").take(special_idx))
@@ -312,23 +331,37 @@ def resolve_persons(table: pa.Table, project_id: int, identity: IdentityState, c
     plain = table.filter(plain_mask)
     pids = pa.nulls(n, pa.string())
     if plain.num_rows:
-        firsts = plain.group_by("distinct_id").aggregate([("timestamp", "min")])
-        mapping: dict[str, str] = {}
-        for did, ts in zip(firsts.column("distinct_id").to_pylist(),
-                           firsts.column("timestamp_min").to_pylist()):
-            person = identity.get_or_create(project_id, did, ts, changes)
-            if ts < person.created_at:
-                person.created_at = ts
+        firsts = plain.group_by("distinct_id", use_threads=False).aggregate([("timestamp", "min")])
+        dids = firsts.column("distinct_id").to_pylist()
+        tmin = firsts.column("timestamp_min")
+        tmin_us = tmin.cast(pa.int64()).to_pylist()  # ints compare far faster than aware datetimes
+        lookup, persons = identity.distinct_ids.get, identity.persons
+        found: list[str | None] = []
+        unknown: list[int] = []
+        for i, did in enumerate(dids):
+            person = persons.get(lookup((project_id, did)) or "")
+            if person is None:
+                unknown.append(i)
+                found.append(None)
+                continue
+            found.append(person.id)
+            if tmin_us[i] < _epoch_us(person.created_at):
+                person.created_at = _from_epoch_us(tmin_us[i])
                 changes.touch(person)
-            mapping[did] = person.id
-        uniq = pa.array(list(mapping), pa.string())
-        pids = pa.array(list(mapping.values()), pa.string()).take(
-            pc.index_in(table.column("distinct_id"), value_set=uniq))
+        if unknown:  # new distinct ids (or ids whose person needs the full rules): one by one
+            for i, ts in zip(unknown, tmin.take(unknown).to_pylist()):
+                person = identity.get_or_create(project_id, dids[i], ts, changes)
+                if ts < person.created_at:
+                    person.created_at = ts
+                    changes.touch(person)
+                found[i] = person.id
+        pids = pa.array(found, pa.string()).take(
+            pc.index_in(table.column("distinct_id"), value_set=firsts.column("distinct_id")))
     if special_idx:
         in_order = pc.indices_nonzero(special).to_pylist()
         pids = pc.replace_with_mask(pids, special, pa.array([person_ids[i] for i in in_order], pa.string()))
     group_arrays = []
-    for vector, sparse in zip(_group_columns(table, project_id, identity, changes), groups):
+    for vector, sparse in zip(_group_columns(table, project_id, identity, changes, markers), groups):
         base = vector if vector is not None else pa.nulls(n, pa.string())
         if sparse:  # rows that went through the per-event rules
             rows = sorted(sparse)
@@ -380,37 +413,136 @@ def _jsonl_to_batch(rows: list, summary: ImportSummary) -> pa.RecordBatch | None
 
 
 # -- driving it ------------------------------------------------------------------------------
-def _dedup(table: pa.Table, storage, project_id: int) -> pa.Table:
-    """Drop rows whose uuid repeats inside the batch or is already stored."""
+def _dedup(table: pa.Table, storage, project_id: int, pending: Sequence[pa.Table] = ()) -> pa.Table:
+    """Drop rows whose uuid repeats inside the batch, in ``pending`` (resolved batches not
+    stored yet) or is already stored. Like the store's check, a pending batch only counts when
+    its time range overlaps the batch's (time-ordered files: only neighbours are compared)."""
     if pc.count_distinct(table.column("uuid")).as_py() != table.num_rows:
         first: dict[str, int] = {}
         for i, u in enumerate(table.column("uuid").to_pylist()):
             first.setdefault(u, i)
         table = table.take(sorted(first.values()))
     ts = table.column("timestamp")
-    existing = storage.existing_uuids(project_id, table.column("uuid").combine_chunks(),
-                                      pc.min(ts).as_py(), pc.max(ts).as_py())
+    lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
+    for earlier in pending:
+        ets = earlier.column("timestamp")
+        if pc.max(ets).as_py() < lo or pc.min(ets).as_py() > hi:
+            continue
+        seen = pc.is_in(table.column("uuid"), value_set=earlier.column("uuid").combine_chunks())
+        if pc.any(seen).as_py():
+            table = table.filter(pc.invert(seen))
+    if not table.num_rows:
+        return table
+    existing = storage.existing_uuids(project_id, table.column("uuid").combine_chunks(), lo, hi)
     if existing:
         table = table.filter(pc.invert(pc.is_in(table.column("uuid"), value_set=pa.array(list(existing)))))
     return table
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector (it traverses the whole identity graph each time a
+    few thousand objects are allocated); reference counting still frees everything acyclic."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class _PartWriter:
+    """Stores resolved batches as partition files in a thread of its own, while the writer
+    thread resolves the next batches' persons: writing the files (DuckDB deriving the hot
+    columns, the Arrow sort, the Parquet writer) runs mostly without the GIL. Each set of
+    files is registered by a job in the writer thread, so every change to the store stays
+    ordered by the writer. At most one batch waits while another is being written."""
+
+    def __init__(self, core) -> None:
+        import queue
+        import threading
+
+        self.core = core
+        self.stored = 0
+        self.unstored: list[pa.Table] = []  # handed over, not registered yet (for dedup)
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="sightline-import-parts", daemon=True)
+        self._thread.start()
+
+    def put(self, table: pa.Table) -> None:
+        """Queue ``table`` (blocks while another one waits); it stays in :attr:`unstored` until
+        registered."""
+        if self.error is not None:
+            raise self.error
+        self.unstored.append(table)
+        self._queue.put(table)
+
+    def _run(self) -> None:
+        storage, writer = self.core.storage, self.core.writer
+        while True:
+            table = self._queue.get()
+            if table is None:
+                return
+            if self.error is not None:
+                continue  # drain: the import has failed
+            try:
+                added = storage.write_part_files(table)
+
+                def register(_identity, _changes, added=added, table=table) -> pa.Table:
+                    storage.register_part_files(added)
+                    self.unstored.remove(table)
+                    return table.slice(0, 0)
+
+                try:
+                    writer.run_job(register)
+                except BaseException:
+                    storage.discard_part_files(added)
+                    raise
+                self.stored += table.num_rows
+            except BaseException as exc:  # reported to the importing thread
+                self.error = exc
+
+    def close(self) -> int:
+        """Wait until everything put is stored; returns the rows stored (raises the first error)."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.stored
+
+
 def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: ImportSummary,
                    project_id: int | None = None, progress=None) -> ImportSummary:
-    """Validate batches here while the writer thread stores the previous one (one in flight)."""
+    """Validate batches here while the writer thread resolves the previous one (one in flight).
+
+    With a store that writes partition files (DuckDB), resolved batches are held back and
+    stored together, about ``PART_ROWS`` rows at a time, by a part writer thread (every file
+    is written once, instead of once per batch and again when the import's small files are
+    merged); their persons are committed at once, before the events (a crash in between
+    leaves persons whose events a rerun of the import stores).
+    """
     project = core.resolve_project(project_id)
     writer = core.writer
     storage = core.storage
+    parts = _PartWriter(core) if hasattr(storage, "write_part_files") else None
+    pending: list[pa.Table] = []  # resolved, not handed over yet (the writer thread's while a job runs)
     in_flight = None
+    candidates = loaded = 0
 
     def settle() -> None:
-        nonlocal in_flight
+        nonlocal in_flight, loaded
         if in_flight is not None:
-            future, candidates = in_flight
-            in_flight = None
+            future, in_flight = in_flight, None
             stored = future.result()
+            loaded += stored
             summary.loaded += stored
-            summary.duplicates += candidates - stored
+
+    def hand_over() -> None:
+        table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+        pending.clear()
+        parts.put(table)
 
     try:
         for batch in batches:
@@ -428,12 +560,30 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
 
             def job(identity: IdentityState, changes: Changes, table=table, pid=project.id,
                     now=now) -> pa.Table:
-                return resolve_persons(_dedup(table, storage, pid), pid, identity, changes, now)
+                unstored = pending + (list(parts.unstored) if parts is not None else [])
+                with _no_gc():  # ~100k new objects per batch: collections would double the time
+                    resolved = resolve_persons(_dedup(table, storage, pid, unstored), pid, identity, changes, now)
+                if parts is None:
+                    return resolved
+                pending.append(resolved)
+                return resolved.slice(0, 0)  # the persons are committed now, the events later
 
-            settle()
-            in_flight = (writer.submit_job(job), table.num_rows)
+            settle()  # no job of ours runs now: ``pending`` is this thread's
+            if parts is not None and sum(t.num_rows for t in pending) >= PART_ROWS:
+                hand_over()  # blocks while the part writer is a batch behind
+            candidates += table.num_rows
+            in_flight = writer.submit_job(job)
     finally:
-        settle()
+        try:
+            settle()
+        finally:
+            if parts is not None:
+                if pending and parts.error is None:
+                    hand_over()  # what was resolved is stored, even when a later batch failed
+                stored = parts.close()
+                loaded += stored
+                summary.loaded += stored
+    summary.duplicates += candidates - loaded
     tidy = getattr(storage, "compact_parts", None)
     if tidy is not None and summary.loaded:  # merge the batches' files into large sorted parts
         writer.run_exclusive(lambda _identity: tidy(hot=False))

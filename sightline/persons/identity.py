@@ -20,6 +20,7 @@ The state lives in memory (:class:`IdentityState`) and every mutation is also re
 from __future__ import annotations
 
 import uuid as _uuid
+from hashlib import sha1 as _sha1
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable
@@ -34,9 +35,18 @@ ILLEGAL_IDS_CI = frozenset({"anonymous", "guest", "distinctid", "distinct_id", "
 ILLEGAL_IDS_CS = frozenset({"[object Object]", "NaN", "None", "none", "null", "0"})
 
 
+_NAMESPACE_BYTES = PERSON_NAMESPACE.bytes
+
+
 def person_uuid(project_id: int, distinct_id: str) -> str:
-    """The id of the person first created for ``distinct_id`` (and of its personless events)."""
-    return str(_uuid.uuid5(PERSON_NAMESPACE, f"{project_id}:{distinct_id}"))
+    """The id of the person first created for ``distinct_id`` (and of its personless events).
+
+    ``str(uuid.uuid5(PERSON_NAMESPACE, f"{project_id}:{distinct_id}"))``, computed without the
+    UUID object (a third of the cost: imports create a person per new distinct_id)."""
+    digest = _sha1(_NAMESPACE_BYTES + f"{project_id}:{distinct_id}".encode()).digest()
+    h = (digest[:6] + bytes(((digest[6] & 0x0F) | 0x50,)) + digest[7:8]
+         + bytes(((digest[8] & 0x3F) | 0x80,)) + digest[9:16]).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def is_illegal_id(distinct_id: str | None) -> bool:
@@ -263,16 +273,18 @@ class IdentityState:
         if person is None:
             person = Person(id=pid, project_id=project_id, created_at=ts)
             self.persons[pid] = person
-        self._attach(project_id, distinct_id, person, changes)
+        self._attach(project_id, distinct_id, person, changes, derived=pid)
         changes.touch(person)
         return person
 
-    def _attach(self, project_id: int, distinct_id: str, person: Person, changes: Changes) -> None:
+    def _attach(self, project_id: int, distinct_id: str, person: Person, changes: Changes,
+                derived: str | None = None) -> None:
         self.distinct_ids[(project_id, distinct_id)] = person.id
         person.distinct_ids.append(distinct_id)
         changes.distinct_ids[(project_id, distinct_id)] = person.id
         # Personless events sent before this id had a profile carry its derived id.
-        derived = person_uuid(project_id, distinct_id)
+        if derived is None:
+            derived = person_uuid(project_id, distinct_id)
         if derived != person.id and derived not in self.persons:
             self._set_override(project_id, derived, person.id, changes)
 

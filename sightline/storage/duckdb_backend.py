@@ -373,6 +373,8 @@ class DuckDBStorage(PartsMixin):
                        max_ts: datetime | None = None) -> set[str]:
         con = self._con.cursor()
         try:
+            if min_ts is not None and max_ts is not None and not self._may_hold(con, project_id, min_ts, max_ts):
+                return set()  # nothing stored overlaps the batch's time range: no scan
             con.register("_sl_uuids", pa.table({"u": uuids}))
             where, params = ["e.project_id = ?"], [project_id]
             if min_ts is not None and max_ts is not None:  # prunes parts and row groups
@@ -385,6 +387,18 @@ class DuckDBStorage(PartsMixin):
             return {r[0] for r in rows}
         finally:
             con.close()
+
+    @staticmethod
+    def _may_hold(con, project_id: int, min_ts: datetime, max_ts: datetime) -> bool:
+        """Whether any hot row or registered part of the project may hold events in the range."""
+        if con.execute("SELECT 1 FROM events_hot WHERE project_id = ? AND timestamp BETWEEN ? AND ? LIMIT 1",
+                       [project_id, min_ts, max_ts]).fetchall():
+            return True
+        return bool(con.execute(
+            "SELECT 1 FROM event_parts p LEFT JOIN event_part_layout l USING (name) "
+            "WHERE (l.project_id = ? OR l.project_id IS NULL) AND (p.min_timestamp IS NULL "
+            "OR p.max_timestamp IS NULL OR (p.min_timestamp <= ? AND p.max_timestamp >= ?)) LIMIT 1",
+            [project_id, max_ts, min_ts]).fetchall())
 
     # -- reading -------------------------------------------------------------------------
     def execute(self, sql: str, params: dict[str, Any] | list | None = None) -> QueryResult:
