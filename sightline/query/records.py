@@ -15,6 +15,7 @@ import orjson
 
 from sightline.errors import InvalidInput
 from sightline.ingest.normalize import parse_timestamp
+from sightline.query.dialect import dialect_for
 from sightline.storage.base import Storage
 
 UTC = timezone.utc
@@ -73,8 +74,9 @@ def _iso(value: datetime) -> str:
 
 
 def person_id_for(storage: Storage, project_id: int, distinct_id: str) -> str | None:
+    d = dialect_for(storage)
     rows = storage.execute(
-        "SELECT CAST(person_id AS VARCHAR) FROM person_distinct_ids WHERE project_id = $p AND distinct_id = $d",
+        f"SELECT {d.to_text('person_id')} FROM person_distinct_ids WHERE project_id = $p AND distinct_id = $d",
         {"p": project_id, "d": distinct_id}).rows
     return rows[0][0] if rows else None
 
@@ -85,6 +87,7 @@ def list_events(storage: Storage, project_id: int, *, event: str | None = None,
                 cursor: str | None = None) -> Page:
     """Newest first. ``distinct_id`` selects every event of that distinct_id's (merged) person."""
     n = _limit(limit)
+    d = dialect_for(storage)
     where = ["e.project_id = $project"]
     params: dict[str, Any] = {"project": project_id}
     if event:
@@ -96,10 +99,10 @@ def list_events(storage: Storage, project_id: int, *, event: str | None = None,
             where.append("e.distinct_id = $distinct_id")
             params["distinct_id"] = distinct_id
         else:
-            where.append(f"{RESOLVED_PERSON} = CAST($person AS UUID)")
+            where.append(f"{RESOLVED_PERSON} = {d.try_uuid('$person')}")
             params["person"] = pid
     if person_id:
-        where.append(f"{RESOLVED_PERSON} = TRY_CAST($person_filter AS UUID)")
+        where.append(f"{RESOLVED_PERSON} = {d.try_uuid('$person_filter')}")
         params["person_filter"] = person_id
     if (ts := _ts_param("after", after)) is not None:
         where.append("e.timestamp > $after")
@@ -111,21 +114,21 @@ def list_events(storage: Storage, project_id: int, *, event: str | None = None,
         parts = decode_cursor(cursor)
         if len(parts) != 2:
             raise InvalidInput("`cursor` is not valid; use the `next` URL as given.", attr="cursor")
-        where.append("(e.timestamp, e.uuid) < ($cursor_ts, CAST($cursor_uuid AS UUID))")
+        where.append(f"(e.timestamp < $cursor_ts OR (e.timestamp = $cursor_ts AND e.uuid < {d.try_uuid('$cursor_uuid')}))")
         params["cursor_ts"] = _ts_param("cursor", parts[0])
         params["cursor_uuid"] = str(parts[1])
     params["limit"] = n + 1
     # Two steps: find the page on narrow columns, then read the wide ones only for its rows
     # (bounded by the page's time range, which lets the store skip everything else).
-    top = storage.execute(f"SELECT e.timestamp, CAST(e.uuid AS VARCHAR) FROM {EVENTS_FROM} "
+    top = storage.execute(f"SELECT e.timestamp, {d.to_text('e.uuid')} FROM {EVENTS_FROM} "
                           f"WHERE {' AND '.join(where)} ORDER BY e.timestamp DESC, e.uuid DESC LIMIT $limit",
                           params).rows
     if not top:
         return Page([], None)
-    sql = (f"SELECT CAST(e.uuid AS VARCHAR), e.event, e.distinct_id, e.properties, e.timestamp, "
-           f"CAST({RESOLVED_PERSON} AS VARCHAR), e.elements_chain, e.created_at "
+    sql = (f"SELECT {d.to_text('e.uuid')}, e.event, e.distinct_id, e.properties, e.timestamp, "
+           f"{d.to_text(RESOLVED_PERSON)}, e.elements_chain, e.created_at "
            f"FROM {EVENTS_FROM} WHERE e.project_id = $project AND e.timestamp >= $lo AND e.timestamp <= $hi "
-           f"AND list_contains($uuids, CAST(e.uuid AS VARCHAR)) ORDER BY e.timestamp DESC, e.uuid DESC")
+           f"AND {d.has('$uuids', d.to_text('e.uuid'))} ORDER BY e.timestamp DESC, e.uuid DESC")
     rows = storage.execute(sql, {"project": project_id, "lo": top[-1][0], "hi": top[0][0],
                                  "uuids": [u for _, u in top]}).rows
     results = [{
@@ -146,6 +149,7 @@ def list_persons(storage: Storage, project_id: int, *, distinct_id: str | None =
                  cursor: str | None = None) -> Page:
     """Persons with all their distinct_ids, newest first."""
     n = _limit(limit)
+    d = dialect_for(storage)
     where = ["p.project_id = $project"]
     params: dict[str, Any] = {"project": project_id}
     if distinct_id:
@@ -154,26 +158,29 @@ def list_persons(storage: Storage, project_id: int, *, distinct_id: str | None =
         params["distinct_id"] = distinct_id
     if person_id:
         # a merged-away id resolves to the person it was merged into
-        where.append("p.id = coalesce((SELECT override_person_id FROM person_overrides WHERE project_id = $project "
+        where.append(f"p.id = coalesce((SELECT any(override_person_id) FROM person_overrides WHERE project_id = $project "
+                     f"AND old_person_id = {d.try_uuid('$person_id')}), {d.try_uuid('$person_id')})"
+                     if d.name == "clickhouse" else
+                     "p.id = coalesce((SELECT override_person_id FROM person_overrides WHERE project_id = $project "
                      "AND old_person_id = TRY_CAST($person_id AS UUID)), TRY_CAST($person_id AS UUID))")
         params["person_id"] = person_id
     if search:
-        where.append("(contains(lower(CAST(p.properties AS VARCHAR)), lower($search)) OR p.id IN "
+        where.append(f"({d.ilike_contains(d.to_text('p.properties'), '$search')} OR p.id IN "
                      "(SELECT person_id FROM person_distinct_ids WHERE project_id = $project "
-                     "AND contains(lower(distinct_id), lower($search))))")
+                     f"AND {d.ilike_contains('distinct_id', '$search')}))")
         params["search"] = search
     if cursor:
         parts = decode_cursor(cursor)
         if len(parts) != 2:
             raise InvalidInput("`cursor` is not valid; use the `next` URL as given.", attr="cursor")
-        where.append("(p.created_at, p.id) < ($cursor_ts, CAST($cursor_id AS UUID))")
+        where.append(f"(p.created_at < $cursor_ts OR (p.created_at = $cursor_ts AND p.id < {d.try_uuid('$cursor_id')}))")
         params["cursor_ts"] = _ts_param("cursor", parts[0])
         params["cursor_id"] = str(parts[1])
     params["limit"] = n + 1
-    sql = ("SELECT CAST(p.id AS VARCHAR), p.properties, p.created_at, p.is_identified, "
-           "(SELECT list(d.distinct_id ORDER BY d.distinct_id) FROM person_distinct_ids d "
-           " WHERE d.project_id = p.project_id AND d.person_id = p.id) "
-           f"FROM persons p WHERE {' AND '.join(where)} "
+    ids_sql, ids_join = d.distinct_ids_of("p.id", "p.project_id",
+                                          among="SELECT id FROM persons WHERE project_id = $project")
+    sql = (f"SELECT {d.to_text('p.id')}, p.properties, p.created_at, p.is_identified, {ids_sql} "
+           f"FROM persons p{ids_join} WHERE {' AND '.join(where)} "
            "ORDER BY p.created_at DESC, p.id DESC LIMIT $limit")
     rows = storage.execute(sql, params).rows
     results = []

@@ -38,6 +38,7 @@ import re
 import threading
 import time
 import uuid as uuidlib
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -344,6 +345,36 @@ def _literal(v: Any) -> str:
 
 # -- the storage ---------------------------------------------------------------------------------
 
+@dataclass
+class PruneReport:
+    """What a prune removed (or would remove); the same JSON as the DuckDB store's report
+    (``files_*`` count month partitions: dropped whole, or rewritten by a mutation)."""
+
+    project_id: int
+    before: datetime
+    dry_run: bool
+    events: int = 0
+    files_deleted: int = 0
+    files_rewritten: int = 0
+    disk_bytes_before: int = 0
+    disk_bytes_after: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"project_id": self.project_id,
+                "before": self.before.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "dry_run": self.dry_run, "events": self.events, "hot_events": 0, "part_events": self.events,
+                "files_deleted": self.files_deleted, "files_rewritten": self.files_rewritten,
+                "part_bytes": max(0, self.disk_bytes_before - self.disk_bytes_after),
+                "disk_bytes_before": self.disk_bytes_before, "disk_bytes_after": self.disk_bytes_after,
+                "bytes_freed": max(0, self.disk_bytes_before - self.disk_bytes_after)}
+
+
+@dataclass
+class CompactReport:
+    def to_json(self) -> dict[str, Any]:
+        return {"hot_rows_moved": 0, "files_written": 0, "files_removed": 0, "partitions": []}
+
+
 _BATCH_COLUMNS = [f.name for f in EVENT_BATCH_SCHEMA]
 _TZ_RE = re.compile(r"[A-Za-z0-9_+\-/]{1,64}")
 _ECHO_RE = re.compile(r"\s*In scope .*\Z|\s*\(version [^)]*\)\s*\Z", re.S)
@@ -613,6 +644,115 @@ class ClickHouseStorage:
         sql, bound = bind(sql, params)
         table = _normalize_table(self.t.query_arrow(sql, bound))
         yield from table.to_batches(max_chunksize=batch_rows)
+
+    # -- persons maintenance and retention (sightline.persons.admin, sightline.ops.prune) ----------
+    # ClickHouse deletes with mutations: ``ALTER TABLE … DELETE`` rewrites the parts that hold
+    # matching rows (the bytes are gone once it finishes; ``mutations_sync = 2`` waits for that on
+    # every replica). Callers hold the writer (``Writer.run_exclusive``), so nothing is inserted
+    # meanwhile. Not atomic across tables: a failure part-way leaves the remaining tables for a
+    # retry, which is idempotent.
+
+    _SYNC = {"mutations_sync": 2}
+
+    def _mutate(self, table: str, where: str, params: dict[str, Any]) -> None:
+        sql, bound = bind(f"ALTER TABLE {table}{self._on_cluster()} DELETE WHERE {where}", params)
+        self.t.command(sql, bound, self._SYNC)
+
+    def _on_cluster(self) -> str:
+        return f" ON CLUSTER `{self.cluster}`" if self.cluster else ""
+
+    def _count(self, sql: str, params: dict[str, Any]) -> int:
+        sql, bound = bind(sql, params)
+        return int(_rows(self.t.query_arrow(sql, bound))[0][0] or 0)
+
+    def delete_person_data(self, project_id: int, person_ids: list[str], distinct_ids: list[str],
+                           with_events: bool) -> dict[str, int]:
+        """Remove persons (every version), their distinct ids, overrides, merge-log rows, ingestion
+        warnings and (``with_events``) events, each with a synchronous ``ALTER TABLE … DELETE``."""
+        if self.read_only:
+            raise InvalidInput("This store was opened read-only.", code="read_only")
+        p = {"project": int(project_id), "pids": [str(x) for x in person_ids] or [""],
+             "dids": [str(x) for x in distinct_ids] or [""],
+             "quoted": [orjson.dumps(str(x)).decode() for x in [*distinct_ids, *person_ids]] or ["\"\""]}
+        tables = {
+            "events": "project_id = $project AND (has($dids, distinct_id) OR has($pids, toString(person_id)))",
+            "persons_data": "project_id = $project AND has($pids, toString(id))",
+            "person_distinct_ids_data": ("project_id = $project AND (has($dids, distinct_id) "
+                                         "OR has($pids, toString(person_id)))"),
+            "person_overrides_data": ("project_id = $project AND (has($pids, toString(old_person_id)) "
+                                      "OR has($pids, toString(override_person_id)))"),
+            "person_merges": ("project_id = $project AND (has($pids, toString(source_person_id)) "
+                              "OR has($pids, toString(target_person_id)) "
+                              "OR hasAny(JSONExtract(source_distinct_ids, 'Array(String)'), $dids))"),
+            "ingestion_warnings": "project_id = $project AND arrayExists(x -> position(details, x) > 0, $quoted)",
+        }
+        counted = {"persons": "SELECT count() FROM persons WHERE project_id = $project AND has($pids, toString(id))",
+                   "distinct_ids": ("SELECT count() FROM person_distinct_ids WHERE project_id = $project AND "
+                                    "(has($dids, distinct_id) OR has($pids, toString(person_id)))"),
+                   "overrides": ("SELECT count() FROM person_overrides WHERE project_id = $project AND "
+                                 "(has($pids, toString(old_person_id)) OR has($pids, toString(override_person_id)))"),
+                   "merges": f"SELECT count() FROM person_merges WHERE {tables['person_merges']}",
+                   "warnings": f"SELECT count() FROM ingestion_warnings WHERE {tables['ingestion_warnings']}",
+                   "events": f"SELECT count() FROM events WHERE {tables['events']}"}
+        counts = {"persons": 0, "distinct_ids": 0, "overrides": 0, "merges": 0, "warnings": 0, "events": 0}
+        with self._lock:
+            for key, sql in counted.items():
+                if key == "events" and not with_events:
+                    continue
+                counts[key] = self._count(sql, p)
+            for table, where in tables.items():
+                if table == "events" and not with_events:
+                    continue
+                self._mutate(table, where, p)
+        return counts
+
+    def prune_events(self, project_id: int, before: datetime, *, dry_run: bool = False) -> "PruneReport":
+        """Delete the project's events with ``timestamp < before``: a month partition that holds
+        only this project's events, all older than ``before``, is dropped whole (``DROP
+        PARTITION``, instant); the others lose the rows with one synchronous mutation."""
+        if before.tzinfo is None:
+            before = before.replace(tzinfo=UTC)
+        report = PruneReport(project_id=project_id, before=before, dry_run=dry_run)
+        p = {"project": int(project_id), "before": before}
+        with self._lock:
+            report.disk_bytes_before = self.disk_bytes()
+            months = _rows(self.t.query_arrow(*bind(
+                "SELECT toYYYYMM(timestamp) AS m, countIf(project_id = $project AND timestamp < $before) AS old, "
+                "count() AS n FROM events GROUP BY m HAVING old > 0 ORDER BY m", p)))
+            whole = [int(m) for m, old, n in months if old == n]
+            partial = [(int(m), int(old)) for m, old, n in months if old != n]
+            report.events = sum(int(old) for _, old, _ in months)
+            report.files_deleted = len(whole)
+            report.files_rewritten = len(partial)
+            if dry_run or not months:
+                report.disk_bytes_after = report.disk_bytes_before
+                return report
+            for m in whole:
+                self.t.command(f"ALTER TABLE events{self._on_cluster()} DROP PARTITION {int(m)}", None, self._SYNC)
+            if partial:
+                p["months"] = [m for m, _ in partial]
+                self._mutate("events", "project_id = $project AND timestamp < $before "
+                                       "AND has($months, toYYYYMM(timestamp))", p)
+            report.disk_bytes_after = self.disk_bytes()
+        return report
+
+    def compact_parts(self) -> "CompactReport":
+        """Nothing to move: ClickHouse merges parts in the background."""
+        return CompactReport()
+
+    def disk_bytes(self) -> int:
+        rows = _rows(self.t.query_arrow("SELECT sum(bytes_on_disk) FROM system.parts "
+                                        "WHERE database = currentDatabase() AND active"))
+        return int(rows[0][0] or 0) if rows else 0
+
+    def person_merge_rows(self, project_id: int, **_kw: Any) -> list[dict[str, Any]]:
+        raise InvalidInput("Undoing merges and splitting persons are not available with the ClickHouse store "
+                           "yet (the merge log has no ids there); they work with the DuckDB store.",
+                           code="not_supported")
+
+    def reassign_events(self, *_a: Any, **_kw: Any) -> int:
+        raise InvalidInput("Undoing merges and splitting persons are not available with the ClickHouse store "
+                           "yet; they work with the DuckDB store.", code="not_supported")
 
     def count_events(self) -> int:
         return int(_rows(self.t.query_arrow("SELECT count() FROM events"))[0][0])

@@ -340,7 +340,7 @@ def _live_events(core, project_id: int, q) -> dict:
             f"SELECT CAST(e.uuid AS VARCHAR), e.event, e.distinct_id, e.properties, e.timestamp, "
             f"CAST({PERSON_ID_SQL} AS VARCHAR), e.created_at FROM events e LEFT JOIN person_overrides o "
             f"ON o.project_id = e.project_id AND o.old_person_id = e.person_id WHERE e.project_id = $project "
-            f"AND e.timestamp >= $lo AND e.timestamp <= $hi AND list_contains($uuids, CAST(e.uuid AS VARCHAR))",
+            f"AND e.timestamp >= $lo AND e.timestamp <= $hi AND {scope.dialect.has('$uuids', 'CAST(e.uuid AS VARCHAR)')}",
             {"project": project_id, "lo": min(t for t, _ in top), "hi": max(t for t, _ in top),
              "uuids": [u for _, u in top]}).rows
     results = [{"id": r[0], "uuid": r[0], "event": r[1], "distinct_id": r[2],
