@@ -27,6 +27,11 @@ side-effect-free query confined to the caller's project:
    ``timeout_s`` (error ``query_timeout``, HTTP 408), with a default ``LIMIT`` when the query
    has none and at most ``max_rows`` rows returned (``truncated`` says when rows were left out).
 
+On the ClickHouse store steps 1–4 are the same; the checked tree is then translated with
+sqlglot (see "ClickHouse" below and ``docs/deploy-clickhouse.md``), step 5 is ClickHouse's own
+parser (``EXPLAIN AST``) and step 6 runs with ``readonly=1``, ``max_execution_time`` and
+``max_result_rows``.
+
 Memory: DuckDB only has a database-wide limit (80% of RAM by default; operators spill to disk
 above it); ``SIGHTLINE_DUCKDB_MEMORY_LIMIT`` caps it when the database is opened.
 """
