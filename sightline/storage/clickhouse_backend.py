@@ -736,7 +736,7 @@ class ClickHouseStorage:
             report.disk_bytes_after = self.disk_bytes()
         return report
 
-    def compact_parts(self) -> "CompactReport":
+    def compact_parts(self, *_args: Any, **_kwargs: Any) -> "CompactReport":
         """Nothing to move: ClickHouse merges parts in the background."""
         return CompactReport()
 
