@@ -248,14 +248,15 @@ class IdentityState:
             person = self.get_or_create(project_id, event.distinct_id, event.timestamp, changes)
 
         event.person_id = person.id
-        ts = _ts(event)
         changed = False
-        if event.set:
-            changed |= apply_set(person, event.set, ts)
-        if event.set_once:
-            changed |= apply_set_once(person, event.set_once, ts)
-        if event.unset:
-            changed |= apply_unset(person, event.unset, ts)
+        if event.set or event.set_once or event.unset:
+            ts = _ts(event)
+            if event.set:
+                changed |= apply_set(person, event.set, ts)
+            if event.set_once:
+                changed |= apply_set_once(person, event.set_once, ts)
+            if event.unset:
+                changed |= apply_unset(person, event.unset, ts)
         if event.timestamp < person.created_at:
             person.created_at = event.timestamp
             changed = True
