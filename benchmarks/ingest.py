@@ -561,7 +561,7 @@ def report(runs: list[RunResult], args, build_seconds: float, body_bytes: int, r
           f"concurrency {args.concurrency}; bodies built in {build_seconds:.1f}s (not timed)")
     print()
     cols = ["run", "events", "requests", "seconds", "events/s", "requests/s", "p50 ms", "p99 ms",
-            "server CPU", "client CPU", "other CPU", "failures"]
+            "server CPU", "CPU us/event", "client CPU", "other CPU", "failures"]
     rows = []
     for r in runs:
         c = r.client
@@ -570,9 +570,10 @@ def report(runs: list[RunResult], args, build_seconds: float, body_bytes: int, r
         scpu = f"{r.server_cpu / c.seconds * 100:.0f}%" if r.server_cpu is not None and c.seconds else "?"
         ccpu = f"{c.client_cpu / c.seconds * 100:.0f}%" if c.seconds else "?"
         ocpu = f"{r.other_cpu / c.seconds * 100:.0f}%" if r.other_cpu is not None and c.seconds else "?"
+        upe = f"{r.server_cpu / c.events * 1e6:.1f}" if r.server_cpu is not None and c.events else "?"
         rows.append([r.name, f"{c.events:,}", f"{c.requests:,}", f"{c.seconds:.2f}", f"{eps:,.0f}",
                      f"{rps:,.0f}", f"{_pct(c.latencies, 0.5) * 1000:.1f}",
-                     f"{_pct(c.latencies, 0.99) * 1000:.1f}", scpu, ccpu, ocpu, str(len(c.failures))])
+                     f"{_pct(c.latencies, 0.99) * 1000:.1f}", scpu, upe, ccpu, ocpu, str(len(c.failures))])
     widths = [max(len(cols[i]), *(len(row[i]) for row in rows)) for i in range(len(cols))]
     line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(cols, widths)))
     print(line)
@@ -580,6 +581,7 @@ def report(runs: list[RunResult], args, build_seconds: float, body_bytes: int, r
     for row in rows:
         print("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
     print(f"(CPU columns: CPU time / wall time, 100% = one core busy, {os.cpu_count()} cores in all; "
+          f"'CPU us/event': the server's CPU time per event, every thread; "
           f"'other' is every unrelated process on the machine: a busy machine skews the figures)")
     by = {r.name: r for r in runs}
     if "sightline" in by and "baseline" in by:
@@ -587,6 +589,11 @@ def report(runs: list[RunResult], args, build_seconds: float, body_bytes: int, r
         if s.seconds and b.seconds and b.events:
             ratio = (s.events / s.seconds) / (b.events / b.seconds)
             print(f"\nsightline / baseline (events/s): {ratio:.2f}")
+            sc, bc = by["sightline"].server_cpu, by["baseline"].server_cpu
+            if sc and bc and s.events and b.events:
+                # CPU per event moves less with the machine's load than events/s does
+                print(f"baseline / sightline (server CPU per event): {(bc / b.events) / (sc / s.events):.2f} "
+                      f"({bc / b.events * 1e6:.1f} vs {sc / s.events * 1e6:.1f} us)")
     if "sightline" in by:
         s = by["sightline"]
         eps = s.client.events / s.client.seconds if s.client.seconds else 0
