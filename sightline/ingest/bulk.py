@@ -33,8 +33,10 @@ from sightline.storage.schema import EVENT_BATCH_SCHEMA, GROUP_COLUMNS
 
 UTC = timezone.utc
 BATCH_ROWS = 250_000
-# rows stored together as partition files by an import (the compaction's merged file size)
+# rows stored together as partition files by an import (the compaction's merged file size),
+# or fewer when they hold this many bytes (memory: one such table waits, another is written)
 PART_ROWS = 2_000_000
+PART_BYTES = 512 * 1024 * 1024
 UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 # A row goes through the per-event identity rules if its event is one of these …
@@ -569,7 +571,8 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
                 return resolved.slice(0, 0)  # the persons are committed now, the events later
 
             settle()  # no job of ours runs now: ``pending`` is this thread's
-            if parts is not None and sum(t.num_rows for t in pending) >= PART_ROWS:
+            if parts is not None and (sum(t.num_rows for t in pending) >= PART_ROWS
+                                      or sum(t.nbytes for t in pending) >= PART_BYTES):
                 hand_over()  # blocks while the part writer is a batch behind
             candidates += table.num_rows
             in_flight = writer.submit_job(job)
