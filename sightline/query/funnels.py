@@ -118,6 +118,31 @@ class FunnelSQL:
                 f"WHERE {' AND '.join(w for w in where if w != 'true')}")
         return body
 
+    def candidates_cte(self) -> str | None:
+        """Actors with an event of step 2 or later (or of an exclusion), from a scan of their own.
+
+        Only they can get past step 1 (or be excluded): every other actor with a step-1 event
+        has reached step 1 and nothing more, which a GROUP BY tells without ordering their
+        events. Later steps are usually rare events, so this scan is narrow (Parquet parts are
+        sorted by event: it skips most row groups) and the ordering that follows handles a
+        fraction of the rows. ``None`` when every actor needs the ordering (funnel trends count
+        every start; a one-step funnel has no later steps)."""
+        if not self.prune_starts or self.n < 2:
+            return None
+        s, p = self.scope, self.scope.params
+        later = [_step_condition(s, node) for node in self.q.series[1:]]
+        later += [_step_condition(s, EventsNode(event=x.event, properties=x.properties))
+                  for x in self.q.funnelsFilter.exclusions]
+        where = [f"e.project_id = {s.project}", f"e.timestamp >= {p.add(self.range.start, 'start')}",
+                 f"e.timestamp <= {p.add(self.range.end, 'end')}", properties_sql(self.q.properties, s)]
+        if self.q.filterTestAccounts:
+            where.append(properties_sql(test_account_filters(self.ctx.settings), s))
+        if self.q.aggregation_group_type_index is not None:
+            where.append(f"nullif(e.group_{self.q.aggregation_group_type_index}, '') IS NOT NULL")
+        where.append("(" + " OR ".join(later) + ")")
+        return (f"SELECT DISTINCT {self.actor()} AS actor FROM events e{s.joins()} "
+                f"WHERE {' AND '.join(w for w in where if w != 'true')}")
+
     def actors_sql(self) -> str:
         """One row per (actor, breakdown value): steps reached (0-based) and step timestamps."""
         q, n, win = self.q, self.n, self.window
@@ -142,15 +167,24 @@ class FunnelSQL:
         else:
             ctes.append("ev0 AS (SELECT raw.*, NULL AS bv_key FROM raw)")
         part = part.replace("bv_key", "bk")
+        ctes.append(f"evb AS (SELECT {d.except_columns('*', ['bv_key'])}, coalesce({d.to_text('bv_key')}, '') AS bk "
+                    f"FROM ev0)")
+        cand = self.candidates_cte()
+        ordered = "evb"
+        if cand is not None:
+            # only actors that may get past step 1 go through the ordering (see candidates_cte);
+            # the others reach step 1 in every (actor, breakdown value) with a step-1 event
+            ordered = f"(SELECT * FROM evb WHERE actor IN ({cand}))"
+            ctes.append(f"rest AS (SELECT actor, bk, max(ts) AS t1 FROM evb "
+                        f"WHERE s1 AND actor NOT IN ({cand}) GROUP BY actor, bk)")
         # one sort of the actor's events gives both the sequence number and, for pruning starts,
         # whether the next event is another start (s2 is s1 for one-step inputs that never prune)
         nxt_start = "lead(s1 AND NOT s2) OVER w" if n > 1 else "false"
-        ctes.append(f"ev AS (SELECT *, row_number() OVER w AS q, {nxt_start} AS dominated "
-                    f"FROM (SELECT {d.except_columns('*', ['bv_key'])}, coalesce({d.to_text('bv_key')}, '') AS bk FROM ev0) "
+        ctes.append(f"ev AS (SELECT *, row_number() OVER w AS q, {nxt_start} AS dominated FROM {ordered} "
                     f"WINDOW w AS (PARTITION BY {part} ORDER BY ts, first_step, uuid))")
         on = "c.actor = n.actor" + (" AND c.bk = n.bk" if part != "actor" else "")
         if self.order == "unordered":
-            return self._unordered(ctes, part)
+            return self._unordered(ctes, part, cand is not None)
         strict = self.order == "strict"
         if strict:
             # Strict: an attempt at step k survives events that repeat step k; the first event
@@ -201,10 +235,17 @@ class FunnelSQL:
                     f"row_number() OVER (PARTITION BY actor, bk ORDER BY reached DESC, excluded ASC, "
                     f"{reach_ts} ASC, t1 DESC) AS rk FROM attempts)")
         ctes.append(f"actors AS (SELECT actor, nullif(bk, '') AS bv_key, reached, {ts_cols} FROM ranked "
-                    f"WHERE rk = 1 AND NOT excluded)")
+                    f"WHERE rk = 1 AND NOT excluded{self._rest_rows(cand is not None)})")
         return "WITH " + ", ".join(ctes)
 
-    def _unordered(self, ctes: list[str], part: str) -> str:
+    def _rest_rows(self, split: bool, t1: str = "t1") -> str:
+        """The actors that never left step 1 (``rest``), as rows of ``actors``."""
+        if not split:
+            return ""
+        nulls = "".join(f", {self.scope.dialect.null_timestamp()} AS t{k}" for k in range(2, self.n + 1))
+        return f" UNION ALL SELECT actor, nullif(bk, '') AS bv_key, 0 AS reached, {t1} AS t1{nulls} FROM rest"
+
+    def _unordered(self, ctes: list[str], part: str, split: bool = False) -> str:
         n, win = self.n, self.window
         d = self.scope.dialect
         lasts = ", ".join(f"max(CASE WHEN s{k} THEN ts END) OVER w AS l{k}" for k in range(1, n + 1))
@@ -214,8 +255,9 @@ class FunnelSQL:
                           for k in range(1, n + 1))
         ctes.append(f"anchors AS (SELECT actor, bk, ts, ({done}) AS completed FROM lasts)")
         ts_cols = ", ".join(f"{d.null_timestamp()} AS t{k}" for k in range(1, n + 1))
+        rest = self._rest_rows(split, d.null_timestamp())
         ctes.append(f"actors AS (SELECT actor, nullif(bk, '') AS bv_key, max(completed) - 1 AS reached, {ts_cols} "
-                    f"FROM anchors GROUP BY actor, bk HAVING max(completed) > 0)")
+                    f"FROM anchors GROUP BY actor, bk HAVING max(completed) > 0{rest})")
         return "WITH " + ", ".join(ctes)
 
 

@@ -146,6 +146,11 @@ _SELECT_EVENTS = (
     paths=_DERIVED_LIST)
 _INSERT_EVENTS = f"INSERT INTO events_hot ({', '.join(_EVENT_COLUMNS)}) " + _SELECT_EVENTS
 
+# DuckDB runs an ASOF join whose left side it *estimates* below 64 rows as a nested loop over
+# every pair (quadratic). Estimates through CTEs and semi-joins can be off by orders of
+# magnitude (funnels join attempts to steps this way), so always use the sort-merge ASOF join.
+QUERY_SETTINGS = "SET GLOBAL asof_loop_join_threshold = 0"
+
 _LOCK_RE = re.compile(r"(Conflicting lock|Could not set lock)", re.I)
 _TZ_RE = re.compile(r"[A-Za-z0-9_+\-/]{1,64}")
 # DuckDB echoes the statement after "LINE n:"; ``query`` callers get the message only.
@@ -180,6 +185,7 @@ class DuckDBStorage(PartsMixin):
         memory_limit = os.environ.get("SIGHTLINE_DUCKDB_MEMORY_LIMIT")
         if memory_limit:
             self._con.execute("SET memory_limit = ?", [memory_limit])
+        self._con.execute(QUERY_SETTINGS)
         if not read_only:
             # Checkpoints rewrite table storage; DuckDB starts one inside a commit whenever its
             # own log passes 16 MB, which at ingestion rates means nearly every flush. Sightline's
@@ -664,6 +670,7 @@ class DuckDBStorage(PartsMixin):
         memory_limit = os.environ.get("SIGHTLINE_DUCKDB_MEMORY_LIMIT")
         if memory_limit:
             self._con.execute("SET memory_limit = ?", [memory_limit])
+        self._con.execute(QUERY_SETTINGS)
         self._con.execute("SET checkpoint_threshold = ?",
                           [os.environ.get("SIGHTLINE_DUCKDB_CHECKPOINT_THRESHOLD", "1GB")])
 
