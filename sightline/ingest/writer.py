@@ -97,6 +97,11 @@ class RecentUuids:
     def __contains__(self, key: tuple[int, str]) -> bool:
         return key in self._set
 
+    @property
+    def keys(self) -> set[tuple[int, str]]:
+        """The set itself, for fast membership tests (read only)."""
+        return self._set
+
     def __len__(self) -> int:
         return len(self._set)
 
@@ -318,19 +323,20 @@ class Writer:
         identity, recent = self.identity, self.recent
         started = time.perf_counter()
         try:
+            recent_keys = recent.keys
             for item in items:
-                dup = 0
                 pid = item.project_id
+                kept = []
                 for event in item.events:
                     key = (pid, event.uuid)
-                    if key in recent or key in seen:
-                        dup += 1
+                    if key in recent_keys or key in seen:
                         continue
                     seen.add(key)
-                    identity.process(pid, event, changes)
-                    stored.append(event)
-                    project_ids.append(pid)
-                results.append(WriteResult(len(item.events) - dup, dup))
+                    kept.append(event)
+                identity.process_batch(pid, kept, changes)  # in order, as process() one by one
+                stored += kept
+                project_ids += [pid] * len(kept)
+                results.append(WriteResult(len(kept), len(item.events) - len(kept)))
             record = None
             if stored or changes:
                 table = events_to_arrow(stored, project_ids, datetime.now(UTC))

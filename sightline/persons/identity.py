@@ -178,6 +178,7 @@ def apply_unset(person: Person, keys: Iterable[str], ts: float) -> bool:
 
 
 _MISSING = object()
+_SPECIAL_EVENTS = frozenset({"$groupidentify", "$identify", "$create_alias", "$merge_dangerously"})
 
 
 class IdentityState:
@@ -222,6 +223,27 @@ class IdentityState:
         return index
 
     # -- the write path --------------------------------------------------------------------
+    def process_batch(self, project_id: int, events: Iterable[Event], changes: Changes) -> None:
+        """:meth:`process` for each event in order. The everyday event (no identity event, no
+        groups, person updates or ``$process_person_profile``, of a distinct_id already known)
+        is handled inline with exactly process()'s effect; every other goes through it."""
+        lookup, persons, process = self.distinct_ids.get, self.persons, self.process
+        for event in events:
+            props = event.properties
+            if (event.set is None and event.set_once is None and event.unset is None
+                    and event.event not in _SPECIAL_EVENTS and "$groups" not in props
+                    and "$process_person_profile" not in props):
+                pid = lookup((project_id, event.distinct_id))
+                person = persons.get(pid) if pid else None
+                if person is not None:
+                    event.person_id = person.id
+                    if event.timestamp < person.created_at:
+                        person.created_at = event.timestamp
+                        person.version += 1
+                        changes.touch(person)
+                    continue
+            process(project_id, event, changes)
+
     def process(self, project_id: int, event: Event, changes: Changes) -> None:
         """Resolve ``event.person_id`` and ``event.groups`` and apply its person updates."""
         props = event.properties

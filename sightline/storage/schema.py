@@ -76,7 +76,7 @@ def events_to_arrow(events: Sequence[Event], project_ids: Sequence[int], created
         "event": pa.array([e.event for e in events], pa.string()),
         "distinct_id": pa.array([e.distinct_id for e in events], pa.string()),
         "person_id": pa.array([e.person_id for e in events], pa.string()),
-        "timestamp": pa.array(micros, pa.int64()).cast(ts_type),
+        "timestamp": pa.array(micros, pa.int64()).view(ts_type),  # same bytes, no cast kernel
         "created_at": pa.repeat(pa.scalar(created_at, ts_type), n),
         "properties": pa.array([e.properties_json for e in events], pa.string()),
     }
