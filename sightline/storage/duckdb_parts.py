@@ -173,7 +173,12 @@ class PartsMixin:
 
         names = [r[0] for r in self._con.execute("SELECT name FROM event_parts ORDER BY name").fetchall()]
         cols = ", ".join(_EVENT_COLUMNS)
-        sql = f"CREATE OR REPLACE VIEW events AS SELECT {cols} FROM events_hot"
+        # ``properties`` is JSON in the hot table and text in Parquet; as JSON, the view would
+        # parse (validate) every part row's properties whenever a query reads them, before any
+        # json_extract parses them again. Text costs nothing and the JSON functions accept it.
+        hot_cols = ", ".join("CAST(properties AS VARCHAR) AS properties" if c == "properties" else c
+                             for c in _EVENT_COLUMNS)
+        sql = f"CREATE OR REPLACE VIEW events AS SELECT {hot_cols} FROM events_hot"
         if names:
             files = ", ".join(_str_literal(str(self.parts_dir / n)) for n in names)
             sql += f" UNION ALL SELECT {cols} FROM read_parquet([{files}], hive_partitioning = false)"
