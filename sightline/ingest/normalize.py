@@ -148,10 +148,12 @@ def event_token(raw: dict) -> str | None:
 
 
 def request_token(batch_token: str | None, raw_events: Iterable[Any]) -> str:
-    """The request's project token. Every token in a request must agree (else 401)."""
-    tokens = set()
+    """The request's project token. Every token in a request must agree (else 401).
+
+    A batch-level token wins over the events' own (they are not even read)."""
     if batch_token:
-        tokens.add(batch_token)
+        return batch_token
+    tokens = set()
     for raw in raw_events:
         if isinstance(raw, dict):
             tok = event_token(raw)
@@ -161,11 +163,9 @@ def request_token(batch_token: str | None, raw_events: Iterable[Any]) -> str:
         raise AuthenticationFailed(
             "No project token: send it as `api_key` or `token` in the body, in each event's "
             "`properties.token`, or as the `token` query parameter.", code="missing_token")
-    if len(tokens) > 1 and not batch_token:
+    if len(tokens) > 1:
         raise AuthenticationFailed("Events in one request carry different project tokens.",
                                    code="mixed_tokens")
-    if batch_token:
-        return batch_token
     return tokens.pop()
 
 

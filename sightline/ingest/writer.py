@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 
@@ -96,6 +96,16 @@ class RecentUuids:
 
     def __contains__(self, key: tuple[int, str]) -> bool:
         return key in self._set
+
+    def add_many(self, keys: Iterable[tuple[int, str]]) -> None:
+        """``add`` each key in order (the same set and eviction order), in one call."""
+        members, order = self._set, self._order
+        for key in keys:
+            if key not in members:
+                members.add(key)
+                order.append(key)
+        for _ in range(len(order) - self.capacity):
+            members.discard(order.popleft())
 
     @property
     def keys(self) -> set[tuple[int, str]]:
@@ -357,8 +367,7 @@ class Writer:
             self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
                                                   code="storage_error"))
             return
-        for key in seen:
-            recent.add(key)
+        recent.add_many(seen)
         st = self.stats
         st.batches += 1
         st.events_stored += len(stored)
