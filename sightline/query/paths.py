@@ -76,11 +76,15 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
     if q.filterTestAccounts:
         where.append(properties_sql(test_account_filters(ctx.settings), scope))
     limit = pf.stepLimit
-    ctes = [
-        f"ev AS (SELECT {PERSON_ID} AS actor, e.timestamp AS ts, {label} AS label FROM events e{scope.joins()} "
-        f"WHERE {' AND '.join(w for w in where if w != 'true')})",
+    ev = [
+        f"ev AS (SELECT {PERSON_ID} AS actor, e.timestamp AS ts, e.uuid AS uuid, {label} AS label "
+        f"FROM events e{scope.joins()} WHERE {' AND '.join(w for w in where if w != 'true')})",
         "ev2 AS (SELECT * FROM ev WHERE label IS NOT NULL" +
         (f" AND NOT {d.has(p.add([str(x) for x in excluded], 'ex'), 'label')})" if excluded else ")"),
+    ]
+    if not pf.startPoint and not pf.endPoint:
+        return _result(_edges_from_starts(ctx, ev, limit, p), q)
+    ctes = ev + [
         f"g AS (SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR {d.epoch('ts')} - {d.epoch('lag(ts) OVER w')} >= "
         f"{SESSION_GAP_SECONDS} THEN 1 ELSE 0 END AS brk FROM ev2 WINDOW w AS (PARTITION BY actor ORDER BY ts))",
         "s AS (SELECT *, sum(brk) OVER (PARTITION BY actor ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM g)",
@@ -100,14 +104,44 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
                     f"GROUP BY ALL)")
         ctes.append(f"kept AS (SELECT n.actor, n.sid, n.ts, n.label, n.pos - greatest(en.p1 - {limit}, 0) AS k "
                     f"FROM n JOIN en USING (actor, sid) WHERE n.pos <= en.p1 AND n.pos > en.p1 - {limit})")
-    else:
-        ctes.append(f"kept AS (SELECT actor, sid, ts, label, pos AS k FROM n WHERE pos <= {limit})")
     sql = ("WITH " + ", ".join(ctes) +
            " SELECT a.k || '_' || a.label, b.k || '_' || b.label, count(*), "
            f"avg({d.epoch_ms('b.ts')} - {d.epoch_ms('a.ts')}) FROM kept a JOIN kept b "
            "ON a.actor = b.actor AND a.sid = b.sid AND b.k = a.k + 1 GROUP BY 1, 2")
     edges = [(src, dst, int(v), float(t)) for src, dst, v, t in ctx.execute(sql, p.values)]
     return _result(edges, q)
+
+
+def _edges_from_starts(ctx: QueryContext, ev: list[str], limit: int, p) -> list[tuple]:
+    """Edges between the first ``limit`` items of every path session, in two ordering passes.
+
+    1. Over the actor's events: an event is followed within the session gap (``sn``) and, if
+       the next event also has its label, it is a duplicate that collapses into that one.
+    2. Over the events left: a session starts where the previous one was not followed within
+       the gap; from each start, ``lead`` reads the next ``limit - 1`` items (the next kept
+       event is in the same session exactly when the current one is followed within the gap).
+    Items are ordered by (timestamp, uuid), so events sharing a timestamp have one order."""
+    d = ctx.dialect
+    gap = SESSION_GAP_SECONDS
+    # (ClickHouse's lead gives the type's default, not NULL, past the last row: 1970 < ts)
+    within = f"coalesce(nts >= ts AND {d.epoch('nts')} - {d.epoch('ts')} < {gap}, false)"
+    win = "WINDOW w AS (PARTITION BY actor ORDER BY ts, uuid)"
+    leads = "".join(f", lead(label, {j}) OVER w AS l{j}, lead(ts, {j}) OVER w AS t{j}"
+                    + (f", lead(sn, {j}) OVER w AS n{j}" if j < limit - 1 else "") for j in range(1, limit))
+    ctes = ev + [
+        f"p1 AS (SELECT actor, ts, uuid, label, lead(ts) OVER w AS nts, lead(label) OVER w AS nlabel FROM ev2 {win})",
+        f"k1 AS (SELECT actor, ts, uuid, label, {within} AS sn FROM p1 WHERE NOT ({within} AND nlabel = label))",
+        f"p2 AS (SELECT label AS l0, ts AS t0, sn AS n0, lag(sn) OVER w AS psn{leads} FROM k1 {win})",
+        "heads AS (SELECT * FROM p2 WHERE psn IS NULL OR NOT psn)",
+    ]
+    steps = []
+    for k in range(1, limit):  # the edge from position k to k + 1
+        cond = " AND ".join(f"n{j}" for j in range(k))
+        steps.append(f"SELECT {d.string(f'{k}_')} || l{k - 1} AS src, {d.string(f'{k + 1}_')} || l{k} AS dst, "
+                     f"{d.epoch_ms(f't{k}')} - {d.epoch_ms(f't{k - 1}')} AS dt FROM heads WHERE {cond}")
+    sql = ("WITH " + ", ".join(ctes) + " SELECT src, dst, count(*), avg(dt) FROM (" + " UNION ALL ".join(steps)
+           + ") GROUP BY src, dst")
+    return [(src, dst, int(v), float(t)) for src, dst, v, t in ctx.execute(sql, p.values)]
 
 
 def _both(ctx: QueryContext, q: PathsQuery, ctes: list[str], p) -> dict:
