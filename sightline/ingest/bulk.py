@@ -224,7 +224,7 @@ def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) 
     keep = _reject(summary, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(distinct)), 0),
                    "missing_distinct_id", keep)
     keep = _reject(summary, ts_valid, "invalid_timestamp", keep)
-    keep = _reject(summary, pc.starts_with(pc.utf8_ltrim_whitespace(props), "{"),
+    keep = _reject(summary, pc.match_substring_regex(props, r"^[\s\p{Z}]*\{"),  # no trimmed copy
                    "invalid_properties", keep)
     if uuids is not None:
         ok_uuid = pc.or_kleene(pc.is_null(uuids), pc.match_substring_regex(uuids, UUID_RE))
@@ -233,7 +233,8 @@ def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) 
     table = pa.table({"event": event, "distinct_id": pc.utf8_slice_codeunits(distinct, 0, MAX_DISTINCT_ID_LENGTH),
                       "timestamp": ts, "properties": props,
                       "uuid": uuids if uuids is not None else pa.nulls(n, pa.string())})
-    table = table.filter(keep)
+    if not pc.all(keep, skip_nulls=False).as_py():  # filtering copies every column: only if a row goes
+        table = table.filter(keep)
     if table.num_rows == 0:
         return None
     # uuids: canonical lowercase with dashes; generate UUIDv7s where missing
@@ -427,6 +428,8 @@ def _dedup(table: pa.Table, storage, project_id: int, pending: Sequence[pa.Table
     ts = table.column("timestamp")
     lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
     for earlier in pending:
+        if not earlier.num_rows:
+            continue
         ets = earlier.column("timestamp")
         if pc.max(ets).as_py() < lo or pc.min(ets).as_py() > hi:
             continue
@@ -567,7 +570,8 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
                     resolved = resolve_persons(_dedup(table, storage, pid, unstored), pid, identity, changes, now)
                 if parts is None:
                     return resolved
-                pending.append(resolved)
+                if resolved.num_rows:
+                    pending.append(resolved)
                 return resolved.slice(0, 0)  # the persons are committed now, the events later
 
             settle()  # no job of ours runs now: ``pending`` is this thread's

@@ -1,0 +1,112 @@
+"""Bulk import into partition files: held-back batches, the part-writer thread, dedup across
+batches not stored yet, rejections, persons, and files per (project, month)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import sightline
+from sightline.ingest import bulk
+from sightline.persons.identity import person_uuid
+
+UTC = timezone.utc
+T0 = datetime(2024, 3, 30, tzinfo=UTC)  # the rows cross into April
+
+
+def _rows(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        out.append({"event": ["$pageview", "signed_up", "purchase"][i % 3], "distinct_id": f"user_{i % 37}",
+                    "timestamp": T0 + timedelta(minutes=7 * i),
+                    "properties": orjson.dumps({"$browser": ["Chrome", "Safari"][i % 2], "$pathname": f"/p{i % 5}",
+                                                "n": i}).decode(),
+                    "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, str(i)))})
+    return out
+
+
+def _write(path, rows):
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(
+        [("event", pa.string()), ("distinct_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+         ("properties", pa.string()), ("uuid", pa.string())])), path)
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    # tiny batches and hand-overs: several part files per import, dedup across pending batches
+    monkeypatch.setattr(bulk, "PART_ROWS", 250)
+    real = bulk.read_batches
+    monkeypatch.setattr(bulk, "read_batches", lambda path, fmt="auto", batch_rows=bulk.BATCH_ROWS:
+                        real(path, fmt, batch_rows=100))
+
+
+def test_import_held_back_batches_dedup_rejections_and_months(tmp_path, small_parts):
+    good = _rows(1000)
+    bad = [
+        {**good[0], "uuid": str(uuid.uuid4()), "event": "  "},                      # missing_event_name
+        {**good[1], "uuid": str(uuid.uuid4()), "distinct_id": ""},                  # missing_distinct_id
+        {**good[2], "uuid": str(uuid.uuid4()), "properties": "[1, 2]"},            # invalid_properties
+        {**good[3], "uuid": "nope"},                                                 # invalid_uuid
+    ]
+    spaced = {**good[4], "uuid": str(uuid.uuid4()), "properties": '\n  {"$browser": "Edge"}'}
+    repeats = [dict(good[5]), dict(good[900])]  # same uuids again, in later batches
+    path = tmp_path / "events.parquet"
+    _write(path, good[:600] + bad + [spaced] + good[600:] + repeats)
+
+    with sightline.open(tmp_path / "d") as core:
+        summary = bulk.import_files(core, [path], progress=False)
+        assert summary.loaded == len(good) + 1
+        assert summary.duplicates == 2
+        assert dict(summary.rejected) == {"missing_event_name": 1, "missing_distinct_id": 1,
+                                          "invalid_properties": 1, "invalid_uuid": 1}
+        stored = core.storage.execute(
+            "SELECT CAST(uuid AS VARCHAR), event, distinct_id, CAST(person_id AS VARCHAR), mat_browser, "
+            "mat_pathname, timestamp FROM events").rows
+        expected = good + [spaced]
+        assert sorted(r[0] for r in stored) == sorted(r["uuid"] for r in expected)
+        assert Counter(r[1] for r in stored) == Counter(r["event"] for r in expected)
+        assert Counter(r[4] for r in stored) == Counter(orjson.loads(r["properties"])["$browser"] for r in expected)
+        assert Counter(r[5] for r in stored) == Counter(orjson.loads(r["properties"]).get("$pathname")
+                                                        for r in expected)
+        pid = core.resolve_project(None).id
+        assert all(r[3] == person_uuid(pid, r[2]) for r in stored)
+        # one person per distinct_id, created at its first event
+        persons = dict(core.storage.execute(
+            "SELECT CAST(id AS VARCHAR), created_at FROM persons").rows)
+        firsts: dict[str, datetime] = {}
+        for r in expected:
+            firsts[r["distinct_id"]] = min(firsts.get(r["distinct_id"], r["timestamp"]), r["timestamp"])
+        assert {person_uuid(pid, d): t for d, t in firsts.items()} == persons
+        # files: partitioned by month, sorted by (event, timestamp), small ones merged at the end
+        parts = core.storage.part_files()
+        months = Counter(p.month.strftime("%Y-%m") for p in parts)
+        assert set(months) == {"2024-03", "2024-04"} and all(n == 1 for n in months.values())
+        assert sum(p.rows for p in parts) == len(expected)
+        for p in parts:
+            t = pq.read_table(core.storage.parts_dir / p.name, columns=["event", "timestamp"])
+            keys = list(zip(t.column("event").to_pylist(), t.column("timestamp").to_pylist()))
+            assert keys == sorted(keys)
+            assert p.min_timestamp == min(k[1] for k in keys) and p.max_timestamp == max(k[1] for k in keys)
+
+        # the same file again: every row is a duplicate, nothing new is stored
+        again = bulk.import_files(core, [path], progress=False)
+        assert again.loaded == 0 and again.duplicates == len(expected) + 2
+        assert core.storage.execute("SELECT count(*) FROM events").rows[0][0] == len(expected)
+
+
+def test_a_failing_batch_keeps_what_was_resolved_before_it(tmp_path, small_parts):
+    good = _rows(400)
+    path = tmp_path / "a.parquet"
+    _write(path, good)
+    broken = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"nothing": ["x"]}), broken)  # no event / distinct_id columns
+    with sightline.open(tmp_path / "d") as core:
+        with pytest.raises(Exception):
+            bulk.import_files(core, [path, broken], progress=False)
+        assert core.storage.execute("SELECT count(*) FROM events").rows[0][0] == len(good)
