@@ -27,6 +27,7 @@ from sightline.query.dates import resolve
 from sightline.query.filters import NULL_SENTINEL, OTHER_SENTINEL, PERSON_ID, Scope, properties_sql, \
     test_account_filters
 from sightline.query.model import EventsNode, FunnelsQuery
+from sightline.query.perf import local_time
 
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400, "month": 31 * 86400}
 DEFAULT_BREAKDOWN_LIMIT = 25
@@ -364,7 +365,7 @@ def _trends(ctx: QueryContext, q: FunnelsQuery, f: FunnelSQL) -> dict:
     p = f.scope.params
     tz = p.add(f.range.tz.key, "tz")
     d = ctx.dialect
-    bucket = d.trunc(q.interval, d.local("t1", tz), ctx.week_start_monday)
+    bucket = d.trunc(q.interval, local_time(d, "t1", tz, f.range.tz.key), ctx.week_start_monday)
     sql = (f"{f.actors_sql()}, per AS (SELECT actor, bk, {bucket} AS bucket, max(reached) AS reached "
            f"FROM ranked WHERE NOT excluded GROUP BY actor, bk, bucket) "
            f"SELECT bucket, count(*) FILTER (WHERE reached >= {frm}), count(*) FILTER (WHERE reached >= {to}) "

@@ -10,6 +10,7 @@ from sightline.query.dates import Range, resolve, step, trunc
 from sightline.query.filters import NULL_SENTINEL, OTHER_SENTINEL, PERSON_ID, Scope, properties_sql, \
     test_account_filters
 from sightline.query.model import RetentionEntity, RetentionQuery
+from sightline.query.perf import local_time
 
 PERIOD_UNIT = {"Hour": "hour", "Day": "day", "Week": "week", "Month": "month"}
 
@@ -47,7 +48,7 @@ def build(ctx: QueryContext, q: RetentionQuery):
     start, end = p.add(rng.start, "start"), p.add(rng.end, "end")
     index = q.aggregation_group_type_index
     actor = f"e.group_{index}" if index is not None else PERSON_ID
-    bucket = d.trunc(unit, d.local("e.timestamp", tz), ctx.week_start_monday)
+    bucket = d.trunc(unit, local_time(d, "e.timestamp", tz, rng.tz.key), ctx.week_start_monday)
     global_cond = properties_sql(q.properties, scope)
     if q.filterTestAccounts:
         global_cond = f"{global_cond} AND {properties_sql(test_account_filters(ctx.settings), scope)}"
@@ -75,11 +76,11 @@ def build(ctx: QueryContext, q: RetentionQuery):
         if rf.retentionType == "retention_first_ever_occurrence" and rf.targetEntity.event:
             first_cond = f"e.event = {p.add(rf.targetEntity.event, 'event')}"
         starts = (f"SELECT actor, cohort, bv FROM (SELECT {actor} AS actor, "
-                  f"{d.trunc(unit, d.local('min(e.timestamp)', tz), ctx.week_start_monday)} AS cohort, "
+                  f"{d.trunc(unit, local_time(d, 'min(e.timestamp)', tz, rng.tz.key), ctx.week_start_monday)} AS cohort, "
                   f"{d.arg_min(bv, 'e.timestamp')} AS bv, "
                   f"{d.arg_min(target, 'e.timestamp')} AS ok FROM events e{joins} WHERE {base_where} AND {first_cond} "
                   f"AND e.timestamp <= {end} GROUP BY 1) "
-                  f"WHERE cohort >= {d.local(start, tz)} AND ok")
+                  f"WHERE cohort >= {local_time(d, start, tz, rng.tz.key)} AND ok")
     returns = (f"SELECT DISTINCT {actor} AS actor, {bucket} AS b, {bv} AS bv FROM events e{joins} "
                f"WHERE {base_where} AND {returning} AND e.timestamp >= {start} AND e.timestamp <= {end}")
     diff = d.period_diff(unit, "s.cohort", "r.b")

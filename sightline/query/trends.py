@@ -15,6 +15,7 @@ from sightline.query.dates import Range, resolve, step
 from sightline.query.filters import (NULL_SENTINEL, OTHER_SENTINEL, PERSON_ID, Scope, properties_sql,
                                      test_account_filters)
 from sightline.query.model import EventsNode, TrendsQuery
+from sightline.query.perf import local_time
 
 TOTAL_DISPLAYS = {"BoldNumber", "ActionsBarValue", "ActionsTable", "ActionsPie", "WorldMap"}
 QUANTILES = {"median": 0.5, "p75": 0.75, "p90": 0.9, "p95": 0.95, "p99": 0.99}
@@ -106,7 +107,7 @@ def series_data(ctx: QueryContext, q: TrendsQuery, series: EventsNode, rng: Rang
         math = "dau"
     bd = _breakdown_expr(scope, q)
     bv_sel = bd if bd is not None else "NULL"
-    local_ts = d.local("e.timestamp", tz)
+    local_ts = local_time(d, "e.timestamp", tz, rng.tz.key)
     bucket = d.trunc(interval, local_ts, ctx.week_start_monday) if not total else "NULL"
 
     start, end = params.add(rng.start, "start"), params.add(rng.end, "end")
@@ -117,7 +118,7 @@ def series_data(ctx: QueryContext, q: TrendsQuery, series: EventsNode, rng: Rang
         actor = _actor(scope, series, q)
         where = _where(ctx, scope, q, series, active_from, end)
         if total:
-            anchor = d.trunc(unit, d.local(end, tz))
+            anchor = d.trunc(unit, local_time(d, end, tz, rng.tz.key))
             body = (f"SELECT NULL AS bucket, {bv_sel} AS bv, {d.count_distinct(actor)} AS value "
                     f"FROM events e{{joins}} WHERE {where} AND {d.trunc(unit, local_ts)} > "
                     f"{anchor} - INTERVAL {days} DAY GROUP BY ALL")
@@ -134,7 +135,7 @@ def series_data(ctx: QueryContext, q: TrendsQuery, series: EventsNode, rng: Rang
         if math == "first_time_for_user":
             actor = _actor(scope, series, q)
             all_where = _where(ctx, scope, q, series, params.add(datetime(1970, 1, 1, tzinfo=timezone.utc), "start"), end)
-            first_bucket = d.trunc(interval, d.local("first_ts", tz)) if not total else "NULL"
+            first_bucket = d.trunc(interval, local_time(d, "first_ts", tz, rng.tz.key)) if not total else "NULL"
             body = (f"WITH firsts AS (SELECT {actor} AS actor, {d.arg_min(bv_sel, 'e.timestamp')} AS bv, "
                     f"min(e.timestamp) AS first_ts FROM events e{{joins}} WHERE {all_where} GROUP BY 1) "
                     f"SELECT {first_bucket} AS bucket, bv, count(*) AS value FROM firsts "
