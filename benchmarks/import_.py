@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeat):
                 seconds, n, cpu = run_sightline(path, work, profile=args.profile)
                 sl.append(n / seconds)
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 print(f"  sightline  {path.name}: {n:,} events in {seconds:.2f}s = {n / seconds:,.0f} ev/s "
-                      f"(CPU {cpu:.1f}s)", flush=True)
+                      f"(CPU {cpu:.1f}s; peak RSS of the process so far {peak:,.0f} MB)", flush=True)
                 if not args.no_reference:
                     seconds, m, cpu = run_reference(path, work)
                     ref.append(m / seconds)

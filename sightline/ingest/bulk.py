@@ -36,7 +36,7 @@ BATCH_ROWS = 250_000
 # rows stored together as partition files by an import (the compaction's merged file size),
 # or fewer when they hold this many bytes (memory: one such table waits, another is written)
 PART_ROWS = 2_000_000
-PART_BYTES = 512 * 1024 * 1024
+PART_BYTES = 256 * 1024 * 1024
 UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 # A row goes through the per-event identity rules if its event is one of these …
@@ -481,31 +481,36 @@ class _PartWriter:
         registered."""
         if self.error is not None:
             raise self.error
-        self.unstored.append(table)
-        self._queue.put(table)
+        slim = table.select(["uuid", "timestamp"])  # all dedup needs: the rest can go once written
+        self.unstored.append(slim)
+        self._queue.put((table, slim))
 
     def _run(self) -> None:
         storage, writer = self.core.storage, self.core.writer
         while True:
-            table = self._queue.get()
-            if table is None:
+            item = self._queue.get()
+            if item is None:
                 return
             if self.error is not None:
+                self.unstored.remove(item[1])
                 continue  # drain: the import has failed
+            box = [item[0]]
+            rows, slim = item[0].num_rows, item[1]
+            del item
             try:
-                added = storage.write_part_files(table)
+                added = storage.write_part_files(box.pop())  # the only reference: freed while writing
 
-                def register(_identity, _changes, added=added, table=table) -> pa.Table:
+                def register(_identity, _changes, added=added, slim=slim) -> pa.Table:
                     storage.register_part_files(added)
-                    self.unstored.remove(table)
-                    return table.slice(0, 0)
+                    self.unstored.remove(slim)
+                    return slim.slice(0, 0)
 
                 try:
                     writer.run_job(register)
                 except BaseException:
                     storage.discard_part_files(added)
                     raise
-                self.stored += table.num_rows
+                self.stored += rows
             except BaseException as exc:  # reported to the importing thread
                 self.error = exc
 
@@ -548,6 +553,7 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
         table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
         pending.clear()
         parts.put(table)
+        del table
 
     try:
         for batch in batches:

@@ -374,7 +374,8 @@ class PartsMixin:
                          "t": ts}).combine_chunks()
         order = pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("m", "ascending"),
                                                  ("e", "ascending"), ("t", "ascending")])
-        events = events.combine_chunks().take(order)
+        events = events.combine_chunks()  # two steps: at most two copies alive at a time
+        events = events.take(order)
         keys = keys.take(order)
         derived_cols = list(DERIVED_COLUMNS.values())
         sql = ("SELECT _sl_row, CAST(uuid AS UUID) AS uuid, CAST(person_id AS UUID) AS person_id, "
