@@ -86,11 +86,11 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
         return _result(_edges_from_starts(ctx, ev, limit, p), q)
     ctes = ev + [
         f"g AS (SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR {d.epoch('ts')} - {d.epoch('lag(ts) OVER w')} >= "
-        f"{SESSION_GAP_SECONDS} THEN 1 ELSE 0 END AS brk FROM ev2 WINDOW w AS (PARTITION BY actor ORDER BY ts))",
-        "s AS (SELECT *, sum(brk) OVER (PARTITION BY actor ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM g)",
-        "c AS (SELECT * FROM (SELECT *, lead(label) OVER (PARTITION BY actor, sid ORDER BY ts) AS nxt FROM s) "
+        f"{SESSION_GAP_SECONDS} THEN 1 ELSE 0 END AS brk FROM ev2 WINDOW w AS (PARTITION BY actor ORDER BY ts, uuid))",
+        "s AS (SELECT *, sum(brk) OVER (PARTITION BY actor ORDER BY ts, uuid ROWS UNBOUNDED PRECEDING) AS sid FROM g)",
+        "c AS (SELECT * FROM (SELECT *, lead(label) OVER (PARTITION BY actor, sid ORDER BY ts, uuid) AS nxt FROM s) "
         f"WHERE {d.distinct('nxt', 'label')})",
-        "n AS (SELECT actor, sid, ts, label, row_number() OVER (PARTITION BY actor, sid ORDER BY ts) AS pos FROM c)",
+        "n AS (SELECT actor, sid, ts, label, row_number() OVER (PARTITION BY actor, sid ORDER BY ts, uuid) AS pos FROM c)",
     ]
     if pf.startPoint and pf.endPoint:
         return _both(ctx, q, ctes, p)
@@ -122,6 +122,10 @@ def _edges_from_starts(ctx: QueryContext, ev: list[str], limit: int, p) -> list[
        event is in the same session exactly when the current one is followed within the gap).
     Items are ordered by (timestamp, uuid), so events sharing a timestamp have one order."""
     d = ctx.dialect
+    if d.name == "duckdb":
+        edges = _edges_hashed(ctx, ev, limit, p)
+        if edges is not None:
+            return edges
     gap = SESSION_GAP_SECONDS
     # (ClickHouse's lead gives the type's default, not NULL, past the last row: 1970 < ts)
     within = f"coalesce(nts >= ts AND {d.epoch('nts')} - {d.epoch('ts')} < {gap}, false)"
@@ -170,6 +174,44 @@ def _both(ctx: QueryContext, q: PathsQuery, ctes: list[str], p) -> dict:
     edges = [(s, t, v, (sum(times[(s, t)]) / len(times[(s, t)])) if times[(s, t)] else 0.0)
              for (s, t), v in counts.items()]
     return _result(edges, q)
+
+
+def _edges_hashed(ctx: QueryContext, ev: list[str], limit: int, p) -> list[tuple] | None:
+    """:func:`_edges_from_starts` over 64-bit hashes of the labels (DuckDB): the two ordering
+    passes move integers instead of URLs, about 40 % less work. A second statement maps the
+    hashes of the result back to their labels and looks for two labels sharing a hash; if
+    there is one (never seen in practice), ``None``: the caller runs the text version."""
+    gap = SESSION_GAP_SECONDS
+    within = f"coalesce(nts >= ts AND epoch(nts) - epoch(ts) < {gap}, false)"
+    win = "WINDOW w AS (PARTITION BY actor ORDER BY ts, uuid)"
+    leads = "".join(f", lead(label, {j}) OVER w AS l{j}, lead(ts, {j}) OVER w AS t{j}"
+                    + (f", lead(sn, {j}) OVER w AS n{j}" if j < limit - 1 else "") for j in range(1, limit))
+    ctes = ev + [
+        "evh AS (SELECT actor, ts, uuid, hash(label) AS label FROM ev2)",
+        f"p1 AS (SELECT actor, ts, uuid, label, lead(ts) OVER w AS nts, lead(label) OVER w AS nlabel FROM evh {win})",
+        f"k1 AS (SELECT actor, ts, uuid, label, {within} AS sn FROM p1 WHERE NOT ({within} AND nlabel = label))",
+        f"p2 AS (SELECT label AS l0, ts AS t0, sn AS n0, lag(sn) OVER w AS psn{leads} FROM k1 {win})",
+        "heads AS (SELECT * FROM p2 WHERE psn IS NULL OR NOT psn)",
+    ]
+    steps = []
+    for k in range(1, limit):
+        cond = " AND ".join(f"n{j}" for j in range(k))
+        steps.append(f"SELECT {k} AS k, l{k - 1} AS a, l{k} AS b, epoch_ms(t{k}) - epoch_ms(t{k - 1}) AS dt "
+                     f"FROM heads WHERE {cond}")
+    sql = ("WITH " + ", ".join(ctes) + " SELECT k, a, b, count(*), avg(dt) FROM (" + " UNION ALL ".join(steps)
+           + ") GROUP BY k, a, b")
+    rows = ctx.execute(sql, p.values)
+    needed = sorted({r[1] for r in rows} | {r[2] for r in rows})
+    names = {}
+    if needed:
+        sql = ("WITH " + ", ".join(ev) + ", dl AS (SELECT DISTINCT hash(label) AS h, label FROM ev2), "
+               "m AS (SELECT h, count(*) AS n, min(label) AS label FROM dl GROUP BY h) "
+               f"SELECT h, n, label FROM m WHERE n > 1 OR list_contains({p.add(needed, 'hashes')}, h)")
+        for h, n, label in ctx.execute(sql, p.values):
+            if n > 1:
+                return None
+            names[h] = label
+    return [(f"{k}_{names[a]}", f"{k + 1}_{names[b]}", int(v), float(t)) for k, a, b, v, t in rows]
 
 
 def _result(edges: list[tuple], q: PathsQuery) -> dict:
