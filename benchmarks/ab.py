@@ -42,7 +42,7 @@ def _capture(tree: str, data: str, names: list[str], days: int, out: str) -> Non
     from sightline.query import context as qctx
 
     sys.path.insert(1, str(ROOT / "benchmarks"))
-    import queries as bench  # noqa: E402  (benchmarks/queries.py)
+    import queries as bench  # benchmarks/queries.py
 
     assert Path(sightline.__file__).resolve().is_relative_to(Path(tree).resolve()), sightline.__file__
     captured: list = []
