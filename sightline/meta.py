@@ -178,6 +178,15 @@ SCHEMA = [
 ]
 
 
+def _log_activity(con, table: str, key_column: str, project_id: int, item_id: int, version: int, action: str,
+                  actor: str | None, at: str, before: Any, after: dict) -> None:
+    """Append one change to a flag's or experiment's history (inside the caller's transaction)."""
+    con.execute(f"INSERT INTO {table} (project_id, {key_column}, version, action, actor, at, before, after) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (project_id, item_id, version, action, actor, at, orjson.dumps(before).decode(),
+                 orjson.dumps({**after, "version": version}).decode()))
+
+
 def new_project_token() -> str:
     return "phc_" + secrets.token_urlsafe(32).replace("-", "a").replace("_", "b")
 
@@ -379,21 +388,24 @@ class MetaStore:
             if cur.rowcount != 1:
                 return 0
             version = expected_version + 1
-            con.execute("INSERT INTO feature_flag_activity (project_id, flag_id, version, action, actor, "
-                        "at, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (project_id, flag_id, version, action, actor, now,
-                         orjson.dumps(before).decode(), orjson.dumps({**after, "version": version}).decode()))
+            _log_activity(con, "feature_flag_activity", "flag_id", project_id, flag_id, version, action, actor,
+                          now, before, after)
             self._bump_flags_version()
         return version
 
-    def flag_activity(self, project_id: int, flag_id: int) -> list[dict[str, Any]]:
+    def _activity(self, table: str, key_column: str, project_id: int, item_id: int) -> list[dict[str, Any]]:
+        """The change history of one flag or experiment, newest first (``table``/``key_column`` are
+        this module's own names, never user input)."""
         with self._lock:
             rows = self._con.execute(
-                "SELECT id, version, action, actor, at, before, after FROM feature_flag_activity "
-                "WHERE project_id = ? AND flag_id = ? ORDER BY id DESC", (project_id, flag_id)).fetchall()
+                f"SELECT id, version, action, actor, at, before, after FROM {table} "
+                f"WHERE project_id = ? AND {key_column} = ? ORDER BY id DESC", (project_id, item_id)).fetchall()
         return [{"id": r[0], "version": r[1], "action": r[2], "actor": r[3], "at": r[4],
                  "before": orjson.loads(r[5]) if r[5] else None,
                  "after": orjson.loads(r[6]) if r[6] else None} for r in rows]
+
+    def flag_activity(self, project_id: int, flag_id: int) -> list[dict[str, Any]]:
+        return self._activity("feature_flag_activity", "flag_id", project_id, flag_id)
 
     def cohort_rows(self, project_id: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, project_id, name, filters, is_static, deleted, created_at, updated_at FROM cohorts"
@@ -721,20 +733,12 @@ class MetaStore:
             if cur.rowcount != 1:
                 return 0
             version = expected_version + 1
-            con.execute("INSERT INTO experiment_activity (project_id, experiment_id, version, action, actor, at, "
-                        "before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (project_id, experiment_id, version, action, actor, now, orjson.dumps(before).decode(),
-                         orjson.dumps({**after, "version": version}).decode()))
+            _log_activity(con, "experiment_activity", "experiment_id", project_id, experiment_id, version, action,
+                          actor, now, before, after)
         return version
 
     def experiment_activity(self, project_id: int, experiment_id: int) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._con.execute(
-                "SELECT id, version, action, actor, at, before, after FROM experiment_activity "
-                "WHERE project_id = ? AND experiment_id = ? ORDER BY id DESC", (project_id, experiment_id)).fetchall()
-        return [{"id": r[0], "version": r[1], "action": r[2], "actor": r[3], "at": r[4],
-                 "before": orjson.loads(r[5]) if r[5] else None,
-                 "after": orjson.loads(r[6]) if r[6] else None} for r in rows]
+        return self._activity("experiment_activity", "experiment_id", project_id, experiment_id)
 
     # -- audit trail and personal data (owned by sightline.persons.admin) ---------------------
     def audit_salt(self) -> str:
