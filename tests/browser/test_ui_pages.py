@@ -149,9 +149,12 @@ def test_person_search_properties_and_timeline(ui):
     page.locator("#persons-table tr.person-row").first.wait_for()
     page.get_by_label("Search", exact=True).fill(email)
     link = page.locator("#persons-table tr.person-row a", has_text=person["properties"].get("name") or email)
+    # The person may already be on the unfiltered first page: wait for the filtered list itself.
+    wanted = len(page.api.get(P + "persons/", params={"search": email}).json()["results"])
+    assert wanted >= 1
+    page.wait_for_function(
+        f"document.querySelectorAll('#persons-table tr.person-row').length === {wanted}", timeout=10000)
     link.wait_for()
-    assert page.locator("#persons-table tr.person-row").count() == len(
-        page.api.get(P + "persons/", params={"search": email}).json()["results"])
     link.click()
     page.wait_for_url(f"**/persons/{person['id']}")
     page.locator("#person-timeline li").first.wait_for()
