@@ -86,6 +86,15 @@ class _Job:
 _STOP = object()
 
 
+def _warm_up() -> None:
+    """pyarrow imports pandas on its first conversion of a Python list (a third of a second):
+    pay that when the writer starts, not while the first requests wait."""
+    try:
+        pa.array([0], pa.int64())
+    except Exception:  # pragma: no cover - only a warm-up
+        pass
+
+
 class RecentUuids:
     """A bounded set of (project_id, uuid) with first-in-first-out eviction."""
 
@@ -292,6 +301,7 @@ class Writer:
 
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
+        _warm_up()
         carry = None
         while True:
             first = carry if carry is not None else self._queue.get()
