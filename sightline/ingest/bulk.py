@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from sightline.errors import InvalidInput
 from sightline.ingest.normalize import (MAX_DISTINCT_ID_LENGTH, normalize_event, parse_timestamp,
                                         uuid7)
-from sightline.persons.identity import Changes, IdentityState
+from sightline.persons.identity import Changes, IdentityState, Person, change_rows, person_uuid
 from sightline.storage.schema import EVENT_BATCH_SCHEMA, GROUP_COLUMNS
 
 UTC = timezone.utc
@@ -96,6 +96,9 @@ def read_batches(path: Path, fmt: str = "auto", batch_rows: int = BATCH_ROWS) ->
 
         try:
             pf = pq.ParquetFile(path)
+            dict_cols = _dictionary_columns(pf)
+            if dict_cols:  # keep the file's dictionary: per-value work runs once per distinct value
+                pf = pq.ParquetFile(path, read_dictionary=dict_cols)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InvalidInput(f"{path.name} is not a readable Parquet file: {exc}", code="invalid_file") from None
         yield from pf.iter_batches(batch_size=batch_rows)
@@ -133,6 +136,27 @@ def read_batches(path: Path, fmt: str = "auto", batch_rows: int = BATCH_ROWS) ->
         raise InvalidInput(f"Unknown format {fmt!r}.", code="unknown_format")
 
 
+def _dictionary_columns(pf) -> list[str]:
+    """``properties`` when the file stores it dictionary-encoded (repetitive payloads, as many
+    exporters and generators write them): read as an Arrow dictionary, the validation, the
+    person-marker scans and the hot-column extraction run once per distinct string instead of
+    once per row, and the part files are written from the dictionary. Detected from the
+    metadata: every row group has a dictionary page and its data pages hold small indices."""
+    meta = pf.metadata
+    idx = pf.schema_arrow.get_field_index("properties")
+    if idx < 0 or meta.num_row_groups == 0 or not pa.types.is_string(pf.schema_arrow.field(idx).type):
+        return []
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        col = rg.column(idx)
+        if not col.has_dictionary_page or rg.num_rows == 0:
+            return []
+        data_bytes = col.total_uncompressed_size - (col.data_page_offset - col.dictionary_page_offset)
+        if data_bytes > 8 * rg.num_rows:  # fell back to plain pages (or long values)
+            return []
+    return ["properties"]
+
+
 @dataclass
 class _BadLine:
     detail: str
@@ -152,11 +176,34 @@ def count_rows(path: Path, fmt: str = "auto") -> int | None:
 
 
 # -- the columnar path ----------------------------------------------------------------------
-def _string_column(batch: pa.RecordBatch, name: str) -> pa.Array | None:
+def _per_value(col: pa.Array | pa.ChunkedArray, fn) -> pa.Array | pa.ChunkedArray:
+    """``fn`` (an element-wise function of a string array) over ``col``, evaluated once per
+    distinct value when ``col`` is dictionary-encoded."""
+    if isinstance(col, pa.ChunkedArray):
+        return pa.chunked_array([_per_value(c, fn) for c in col.chunks])
+    if pa.types.is_dictionary(col.type):
+        return fn(col.dictionary).take(col.indices)
+    return fn(col)
+
+
+def _flat(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _plain(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A dictionary-encoded string column as plain strings (others unchanged)."""
+    return col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
+
+
+def _string_column(batch: pa.RecordBatch, name: str, dictionary: bool = False) -> pa.Array | None:
     idx = batch.schema.get_field_index(name)
     if idx < 0:
         return None
     col = batch.column(idx)
+    if pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type):
+        if dictionary and not col.null_count:
+            return col if col.type.index_type == pa.int32() else col.cast(pa.dictionary(pa.int32(), pa.string()))
+        col = col.cast(pa.string())
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         return col.cast(pa.string())
     if pa.types.is_struct(col.type) or pa.types.is_map(col.type) or pa.types.is_list(col.type):
@@ -194,6 +241,24 @@ def _timestamps(batch: pa.RecordBatch, now: datetime) -> tuple[pa.Array, pa.Arra
     return filled, pc.or_kleene(valid, missing)
 
 
+def _json_object(props: pa.Array) -> pa.Array:
+    """Whether each text is a JSON object (leading white space allowed): a cheap prefix check,
+    then DuckDB's parser on the candidates (a malformed payload is a rejected row, never an
+    error of the whole import)."""
+    looks = pc.match_substring_regex(props, r"^[\s\p{Z}]*\{")  # no trimmed copy
+    if not len(props):
+        return looks
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("_sl_props", pa.table({"p": props}))
+        valid = con.sql("SELECT coalesce(json_valid(p), false) AS v FROM _sl_props").to_arrow_table().column(0)
+    finally:
+        con.close()
+    return pc.and_kleene(looks, valid.combine_chunks())
+
+
 def _reject(summary: ImportSummary, mask: pa.Array, reason: str, keep: pa.Array) -> pa.Array:
     """Count rows that are still kept and fail ``mask`` under ``reason``; drop them from ``keep``."""
     bad = pc.and_kleene(keep, pc.invert(pc.fill_null(mask, False)))
@@ -211,10 +276,11 @@ def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) 
     if event is None or distinct is None:
         raise InvalidInput("The file needs at least the columns `event` and `distinct_id` "
                            f"(it has: {', '.join(batch.schema.names)}).", code="missing_columns")
-    props = _string_column(batch, "properties")
+    props = _string_column(batch, "properties", dictionary=True)
     if props is None:
         props = pa.array(["{}"] * n, pa.string())
-    props = pc.fill_null(props, "{}")
+    if props.null_count:
+        props = pc.fill_null(props, "{}")
     uuids = _string_column(batch, "uuid")
     ts, ts_valid = _timestamps(batch, now)
 
@@ -224,13 +290,14 @@ def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) 
     keep = _reject(summary, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(distinct)), 0),
                    "missing_distinct_id", keep)
     keep = _reject(summary, ts_valid, "invalid_timestamp", keep)
-    keep = _reject(summary, pc.match_substring_regex(props, r"^[\s\p{Z}]*\{"),  # no trimmed copy
-                   "invalid_properties", keep)
+    keep = _reject(summary, _per_value(props, _json_object), "invalid_properties", keep)
     if uuids is not None:
         ok_uuid = pc.or_kleene(pc.is_null(uuids), pc.match_substring_regex(uuids, UUID_RE))
         keep = _reject(summary, ok_uuid, "invalid_uuid", keep)
     keep = pc.and_kleene(keep, pc.not_equal(event, "$performance_event"))
-    table = pa.table({"event": event, "distinct_id": pc.utf8_slice_codeunits(distinct, 0, MAX_DISTINCT_ID_LENGTH),
+    if (pc.max(pc.utf8_length(distinct)).as_py() or 0) > MAX_DISTINCT_ID_LENGTH:
+        distinct = pc.utf8_slice_codeunits(distinct, 0, MAX_DISTINCT_ID_LENGTH)
+    table = pa.table({"event": event, "distinct_id": distinct,
                       "timestamp": ts, "properties": props,
                       "uuid": uuids if uuids is not None else pa.nulls(n, pa.string())})
     if not pc.all(keep, skip_nulls=False).as_py():  # filtering copies every column: only if a row goes
@@ -255,33 +322,59 @@ def _identity_rows(table: pa.Table, markers: bool = True) -> pa.Array:
     properties can mention a marker key)."""
     mask = pc.is_in(table.column("event"), value_set=pa.array(IDENTITY_EVENTS))
     if markers:
-        mask = pc.or_kleene(mask, pc.match_substring_regex(table.column("properties"), IDENTITY_MARKER_RE))
+        found = _per_value(table.column("properties"),
+                           lambda v: pc.match_substring_regex(v, IDENTITY_MARKER_RE))
+        mask = pc.or_kleene(mask, found)
     return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
 
 
+def _top_level_groups(props: pa.Array) -> pa.Array:
+    """The top-level ``$groups`` value of each JSON text, as JSON text (null when absent)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("_sl_props", pa.table({"p": props}))
+        return con.sql("""SELECT json_extract(p, '$."$groups"')::VARCHAR AS g FROM _sl_props""") \
+            .to_arrow_table().column(0).combine_chunks()
+    finally:
+        con.close()
+
+
 def _group_columns(table: pa.Table, project_id: int, identity: IdentityState,
-                   changes: Changes, maybe: bool = True) -> list[pa.Array | None]:
+                   maybe: bool = True) -> tuple[list[pa.Array | None], pa.Array | None]:
     """``$groups`` of every row as group_0..4 columns, parsing each distinct object once
-    (``maybe``: False when no row's properties can mention ``$groups``)."""
+    (``maybe``: False when no row's properties can mention ``$groups``).
+
+    Only group types the project already has are resolved here; when a row names a new one
+    (whose index depends on the order of first sight) or a value this cannot read exactly, the
+    second result marks the rows with ``$groups`` for the per-event rules (no columns then)."""
+    none = [None] * len(GROUP_COLUMNS)
+    if not maybe:
+        return none, None
     props = table.column("properties")
-    if not maybe or not pc.any(pc.match_substring(props, '"$groups"')).as_py():
-        return [None] * len(GROUP_COLUMNS)
-    found = pc.struct_field(pc.extract_regex(props, GROUPS_RE), [0])
+    has = _per_value(props, lambda v: pc.match_substring(v, '"$groups"'))
+    has = has.combine_chunks() if isinstance(has, pa.ChunkedArray) else has
+    if not pc.any(has).as_py():
+        return none, None
+    found = _per_value(props, _top_level_groups)
     encoded = pc.dictionary_encode(found).combine_chunks()
+    known = identity.group_types.get(project_id, {})
     per_index: list[list[str | None]] = [[None] * len(encoded.dictionary) for _ in GROUP_COLUMNS]
     for pos, text in enumerate(encoded.dictionary.to_pylist()):
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
-            continue
+            return none, has
         for group_type, key in value.items() if isinstance(value, dict) else ():
             if key is None or key == "":
                 continue
-            index = identity.group_type_index(project_id, str(group_type), changes)
-            if index is not None:
-                per_index[index][pos] = key if isinstance(key, str) else str(key)
+            index = known.get(str(group_type))
+            if index is None:
+                return none, has
+            per_index[index][pos] = key if isinstance(key, str) else str(key)
     return [None if not any(vals) else pa.array(vals, pa.string()).take(encoded.indices)
-            for vals in per_index]
+            for vals in per_index], None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -296,92 +389,237 @@ def _from_epoch_us(us: int) -> datetime:
     return _EPOCH + us * _ONE_US
 
 
-def resolve_persons(table: pa.Table, project_id: int, identity: IdentityState, changes: Changes,
-                    now: datetime) -> pa.Table:
-    """Runs in the writer thread: person ids and groups for a validated batch, in time order."""
-    n = table.num_rows
-    person_ids: dict[int, str] = {}
-    groups: list[dict[int, str]] = [{} for _ in GROUP_COLUMNS]
-    markers = bool(pc.any(pc.match_substring_regex(table.column("properties"), ANY_MARKER_RE)).as_py())
-    special = _identity_rows(table, markers)
-    special_idx = pc.indices_nonzero(special)
-    if len(special_idx):  # identity rules apply in time order
-        order = pc.sort_indices(table.column("timestamp").take(special_idx))
-        special_idx = special_idx.take(order)
-    special_idx = special_idx.to_pylist()
-    if special_idx:
-        sub = table.take(special_idx)
-        cols = {name: sub.column(name).to_pylist() for name in ("event", "distinct_id", "timestamp",
-                                                                  "properties", "uuid")}
-        for j, row in enumerate(special_idx):
+# properties_meta of a person nothing has set yet (what change_rows writes for one)
+NEW_PERSON_META = '{"ts":{},"once":[]}'
+
+
+@dataclass
+class _Resolver:
+    """The person resolution of one import (used by the writer thread only).
+
+    ``known`` remembers, for distinct ids that only plain rows have touched in this import,
+    their person and its ``created_at``: a later batch's rows of such an id need no look-up
+    in the identity graph unless they are older than the person. With ``bulk``, the persons
+    those rows create are not recorded in a :class:`Changes` (whose commit costs a few µs
+    each) but column-wise, and stored with the part files that first use them."""
+
+    project_id: int
+    bulk: bool = False
+    known: dict[str, tuple[str, int]] = field(default_factory=dict)
+    changes: Changes = field(default_factory=Changes)  # the per-event rules' since the last unit
+    new_ids: list[str] = field(default_factory=list)
+    new_dids: list[str] = field(default_factory=list)
+    new_created: list[int] = field(default_factory=list)
+
+    def new_persons(self) -> pa.Table | None:
+        """The persons created column-wise since the last call (id, distinct_id, created µs)."""
+        if not self.new_ids:
+            return None
+        table = pa.table({"project_id": pa.repeat(pa.scalar(self.project_id, pa.int32()), len(self.new_ids)),
+                          "id": pa.array(self.new_ids, pa.string()),
+                          "distinct_id": pa.array(self.new_dids, pa.string()),
+                          "created_at": pa.array(self.new_created, pa.int64()).cast(pa.timestamp("us", tz="UTC"))})
+        self.new_ids, self.new_dids, self.new_created = [], [], []
+        return table
+
+
+def _sequential(table: pa.Table, rows: list[int], project_id: int, identity: IdentityState,
+                changes: Changes, now: datetime, person_ids: dict[int, str],
+                groups: list[dict[int, str]]) -> None:
+    """The per-event rules for ``rows`` (indices into ``table``, in time order), exactly as the
+    capture path applies them (:meth:`IdentityState.process_batch`)."""
+    sub = table.take(rows)
+    cols = {name: _plain(sub.column(name)).to_pylist()
+            for name in ("event", "distinct_id", "timestamp", "properties", "uuid")}
+    events = []
+    for j, row in enumerate(rows):
+        ev = None
+        try:
             raw = {"event": cols["event"][j], "distinct_id": cols["distinct_id"][j],
                    "uuid": cols["uuid"][j], "properties": orjson.loads(cols["properties"][j])}
-            try:
-                ev = normalize_event(raw, now=now, sent_at=None)
-            except InvalidInput:
-                ev = None
-            if ev is None:  # cannot happen for rows prepare_batch kept; be safe anyway
-                person_ids[row] = identity.get_or_create(project_id, cols["distinct_id"][j],
-                                                         cols["timestamp"][j], changes).id
-                continue
-            ev.timestamp = cols["timestamp"][j]
-            identity.process(project_id, ev, changes)
-            person_ids[row] = ev.person_id
-            for gi, key in ev.groups.items():
-                groups[gi][row] = key
-    # every other row: the person of its distinct_id (created on first sight)
-    plain_mask = pc.invert(special)
-    plain = table.filter(plain_mask)
-    pids = pa.nulls(n, pa.string())
-    if plain.num_rows:
-        firsts = plain.group_by("distinct_id", use_threads=False).aggregate([("timestamp", "min")])
-        dids = firsts.column("distinct_id").to_pylist()
-        tmin = firsts.column("timestamp_min")
-        tmin_us = tmin.cast(pa.int64()).to_pylist()  # ints compare far faster than aware datetimes
-        lookup, persons = identity.distinct_ids.get, identity.persons
-        found: list[str | None] = []
-        unknown: list[int] = []
-        for i, did in enumerate(dids):
-            person = persons.get(lookup((project_id, did)) or "")
-            if person is None:
-                unknown.append(i)
-                found.append(None)
-                continue
-            found.append(person.id)
-            if tmin_us[i] < _epoch_us(person.created_at):
-                person.created_at = _from_epoch_us(tmin_us[i])
-                changes.touch(person)
-        if unknown:  # new distinct ids (or ids whose person needs the full rules): one by one
-            for i, ts in zip(unknown, tmin.take(unknown).to_pylist()):
-                person = identity.get_or_create(project_id, dids[i], ts, changes)
-                if ts < person.created_at:
-                    person.created_at = ts
-                    changes.touch(person)
-                found[i] = person.id
-        pids = pa.array(found, pa.string()).take(
-            pc.index_in(table.column("distinct_id"), value_set=firsts.column("distinct_id")))
-    if special_idx:
-        in_order = pc.indices_nonzero(special).to_pylist()
-        pids = pc.replace_with_mask(pids, special, pa.array([person_ids[i] for i in in_order], pa.string()))
+            ev = normalize_event(raw, now=now, sent_at=None)
+        except (InvalidInput, orjson.JSONDecodeError):
+            ev = None
+        if ev is None:  # cannot happen for rows prepare_batch kept; be safe anyway
+            events.append((row, None))
+            continue
+        ev.timestamp = cols["timestamp"][j]
+        events.append((row, ev))
+    # process_batch in runs between the (impossible) fallbacks, keeping the order
+    run: list = []
+    for row, ev in events + [(None, None)]:
+        if ev is not None:
+            run.append((row, ev))
+            continue
+        if run:
+            identity.process_batch(project_id, [e for _, e in run], changes)
+            for r, e in run:
+                person_ids[r] = e.person_id
+                for gi, key in e.groups.items():
+                    groups[gi][r] = key
+            run = []
+        if row is not None:
+            j = rows.index(row)
+            person_ids[row] = identity.get_or_create(project_id, cols["distinct_id"][j],
+                                                     cols["timestamp"][j], changes).id
+
+
+def _mentioned_ids(table: pa.Table, rows: list[int]) -> set[str]:
+    """Every distinct id the rows ``rows`` may join or move: their own, ``$anon_distinct_id``
+    and ``alias`` (as the identity rules read them)."""
+    sub = table.take(rows)
+    out = set(_plain(sub.column("distinct_id")).to_pylist())
+    for text in _plain(sub.column("properties")).to_pylist():
+        try:
+            props = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(props, dict):
+            continue
+        for key in ("$anon_distinct_id", "alias"):
+            value = props.get(key)
+            if value is not None:
+                out.add(value if isinstance(value, str) else str(value))
+    out.discard(None)
+    return out
+
+
+def resolve_persons(table: pa.Table, resolver: _Resolver, identity: IdentityState, changes: Changes,
+                    now: datetime) -> pa.Table:
+    """Runs in the writer thread: person ids and groups for a validated batch.
+
+    The result is exactly that of the capture path given the batch's events in time order
+    (ties in file order): rows that change identity or person properties, and every row of the
+    distinct ids and persons those touch, go through the per-event rules in that order; every
+    other row's person depends on its distinct id alone (unaffected by the others), so those
+    are resolved column-wise, one look-up per distinct id and batch (none at all for an id an
+    earlier batch resolved), and a new distinct id gets a new person created at its earliest
+    row (what processing its rows in time order gives).
+    """
+    n = table.num_rows
+    project_id = resolver.project_id
+    person_ids: dict[int, str] = {}
+    groups: list[dict[int, str]] = [{} for _ in GROUP_COLUMNS]
+    props = table.column("properties")
+    markers = pc.any(_per_value(props, lambda v: pc.match_substring_regex(v, ANY_MARKER_RE))).as_py() \
+        if n else False
+    special = _identity_rows(table, bool(markers))
+    group_cols, group_rows = _group_columns(table, project_id, identity, bool(markers))
+    if group_rows is not None:
+        special = _flat(pc.or_kleene(special, group_rows))
+    involved = special
+    if pc.any(special).as_py():
+        mentioned = _mentioned_ids(table, pc.indices_nonzero(special).to_pylist())
+        pids = set()
+        for did in mentioned:
+            pid = identity.distinct_ids.get((project_id, did))
+            if pid is not None:
+                pids.add(pid)
+            pids.add(person_uuid(project_id, did))
+        ids = set(mentioned)
+        for pid in pids:
+            person = identity.persons.get(pid)
+            if person is not None:
+                ids.update(person.distinct_ids)
+        involved = _flat(pc.or_kleene(special, pc.is_in(table.column("distinct_id"),
+                                                        value_set=pa.array(sorted(ids), pa.string()))))
+        rows = pc.indices_nonzero(involved)
+        rows = rows.take(pc.sort_indices(table.column("timestamp").take(rows)))  # stable: ties in file order
+        _sequential(table, rows.to_pylist(), project_id, identity, changes, now, person_ids, groups)
+        for pid in pids | set(person_ids.values()):  # whatever these touched is looked up again later
+            person = identity.persons.get(pid)
+            if person is not None:
+                ids.update(person.distinct_ids)
+        for did in ids:
+            resolver.known.pop(did, None)
+    pids_col = _plain_persons(table, pc.invert(involved), resolver, identity, changes)
+    if person_ids:
+        in_order = pc.indices_nonzero(involved).to_pylist()
+        pids_col = pc.replace_with_mask(pids_col, involved, pa.array([person_ids[i] for i in in_order], pa.string()))
     group_arrays = []
-    for vector, sparse in zip(_group_columns(table, project_id, identity, changes, markers), groups):
+    for vector, sparse in zip(group_cols, groups):
         base = vector if vector is not None else pa.nulls(n, pa.string())
         if sparse:  # rows that went through the per-event rules
-            rows = sorted(sparse)
-            mask = pc.is_in(pa.array(range(n), pa.int64()), value_set=pa.array(rows, pa.int64()))
-            base = pc.replace_with_mask(base, mask, pa.array([sparse[r] for r in rows], pa.string()))
+            rows_ = sorted(sparse)
+            mask = pc.is_in(pa.array(range(n), pa.int64()), value_set=pa.array(rows_, pa.int64()))
+            base = pc.replace_with_mask(base, mask, pa.array([sparse[r] for r in rows_], pa.string()))
         group_arrays.append(base)
-    return pa.table({
+    props_col = table.column("properties")
+    if not resolver.bulk:
+        props_col = _plain(props_col)
+    columns = {
         "uuid": table.column("uuid"),
         "project_id": pa.repeat(pa.scalar(project_id, pa.int32()), n),
         "event": table.column("event"),
         "distinct_id": table.column("distinct_id"),
-        "person_id": pids,
+        "person_id": pids_col,
         "timestamp": table.column("timestamp"),
         "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
-        "properties": table.column("properties"),
+        "properties": props_col,
         **{col: group_arrays[i] for i, col in enumerate(GROUP_COLUMNS)},
-    }, schema=EVENT_BATCH_SCHEMA)
+    }
+    schema = EVENT_BATCH_SCHEMA
+    if props_col.type != pa.string():
+        schema = schema.set(schema.get_field_index("properties"), pa.field("properties", props_col.type))
+    return pa.table(columns, schema=schema)
+
+
+def _plain_persons(table: pa.Table, plain_mask: pa.Array, resolver: _Resolver, identity: IdentityState,
+                   changes: Changes) -> pa.Array:
+    """Person ids of the rows in ``plain_mask`` (nulls elsewhere): the person of each distinct
+    id, created at its earliest row when new (or made that old when it is younger)."""
+    n = table.num_rows
+    project_id = resolver.project_id
+    if not pc.any(plain_mask).as_py():
+        return pa.nulls(n, pa.string())
+    all_plain = pc.all(plain_mask).as_py()
+    plain = table.select(["distinct_id", "timestamp"])
+    if not all_plain:
+        plain = plain.filter(plain_mask)
+    firsts = plain.group_by("distinct_id", use_threads=False).aggregate([("timestamp", "min")])
+    dids = firsts.column("distinct_id").to_pylist()
+    tmin_us = firsts.column("timestamp_min").cast(pa.int64()).to_pylist()
+    known = resolver.known
+    get = known.get
+    found: list[str | None] = [None] * len(dids)
+    todo: list[int] = []
+    for i, did in enumerate(dids):
+        entry = get(did)
+        if entry is None or tmin_us[i] < entry[1]:
+            todo.append(i)
+        else:
+            found[i] = entry[0]
+    if todo:
+        lookup, persons = identity.distinct_ids.get, identity.persons
+        bulk = resolver.bulk
+        for i in todo:
+            did, t = dids[i], tmin_us[i]
+            pid = lookup((project_id, did))
+            person = persons.get(pid) if pid is not None else None
+            if person is None:
+                pid = person_uuid(project_id, did)
+                if bulk and pid not in persons:  # a new person: recorded column-wise
+                    person = Person(pid, project_id, _from_epoch_us(t), {}, {}, set(), False, 0, [did])
+                    persons[pid] = person
+                    identity.distinct_ids[(project_id, did)] = pid
+                    resolver.new_ids.append(pid)
+                    resolver.new_dids.append(did)
+                    resolver.new_created.append(t)
+                else:
+                    person = identity.get_or_create(project_id, did, _from_epoch_us(t), changes)
+            created = _epoch_us(person.created_at)
+            if t < created:  # what the row would do in process_batch
+                person.created_at = _from_epoch_us(t)
+                person.version += 1
+                changes.touch(person)
+                created = t
+            found[i] = person.id
+            known[did] = (person.id, created)
+    values = pa.array(found, pa.string())
+    out = values.take(_flat(pc.index_in(table.column("distinct_id"), value_set=firsts.column("distinct_id"))))
+    if not all_plain:
+        out = pc.if_else(plain_mask, out, pa.nulls(n, pa.string()))
+    return out
 
 
 def _jsonl_to_batch(rows: list, summary: ImportSummary) -> pa.RecordBatch | None:
@@ -457,12 +695,22 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass
+class _Unit:
+    """Resolved rows stored together (about ``PART_ROWS``), with the person changes they need:
+    one transaction registers the unit's part files and commits those persons."""
+
+    table: pa.Table
+    changes: Any  # ChangeRows (frozen in the writer thread)
+    new_persons: pa.Table | None
+
+
 class _PartWriter:
-    """Stores resolved batches as partition files in a thread of its own, while the writer
-    thread resolves the next batches' persons: writing the files (DuckDB deriving the hot
-    columns, the Arrow sort, the Parquet writer) runs mostly without the GIL. Each set of
-    files is registered by a job in the writer thread, so every change to the store stays
-    ordered by the writer. At most one batch waits while another is being written."""
+    """Stores units as partition files in a thread of its own, while the writer thread
+    resolves the next batches' persons: writing the files (the Arrow sort, DuckDB deriving the
+    hot columns, the Parquet writer) runs mostly without the GIL. Each unit's files are
+    registered, with its persons, by a job in the writer thread, so every change to the store
+    stays ordered by the writer. At most one unit waits while another is being written."""
 
     def __init__(self, core) -> None:
         import queue
@@ -476,14 +724,14 @@ class _PartWriter:
         self._thread = threading.Thread(target=self._run, name="sightline-import-parts", daemon=True)
         self._thread.start()
 
-    def put(self, table: pa.Table) -> None:
-        """Queue ``table`` (blocks while another one waits); it stays in :attr:`unstored` until
-        registered."""
+    def put(self, unit: _Unit) -> None:
+        """Queue ``unit`` (blocks while another one waits); its rows stay in :attr:`unstored`
+        until registered."""
         if self.error is not None:
             raise self.error
-        slim = table.select(["uuid", "timestamp"])  # all dedup needs: the rest can go once written
+        slim = unit.table.select(["uuid", "timestamp"])  # all dedup needs: the rest can go once written
         self.unstored.append(slim)
-        self._queue.put((table, slim))
+        self._queue.put((unit, slim))
 
     def _run(self) -> None:
         storage, writer = self.core.storage, self.core.writer
@@ -494,14 +742,16 @@ class _PartWriter:
             if self.error is not None:
                 self.unstored.remove(item[1])
                 continue  # drain: the import has failed
-            box = [item[0]]
-            rows, slim = item[0].num_rows, item[1]
+            unit, slim = item
             del item
+            rows = unit.table.num_rows
             try:
-                added = storage.write_part_files(box.pop())  # the only reference: freed while writing
+                table, unit.table = unit.table, None
+                added = storage.write_import_part_files(table) if rows else []
+                del table  # the only reference: freed once written
 
-                def register(_identity, _changes, added=added, slim=slim) -> pa.Table:
-                    storage.register_part_files(added)
+                def register(_identity, _changes, added=added, slim=slim, unit=unit) -> pa.Table:
+                    storage.register_import_unit(added, unit.changes, unit.new_persons)
                     self.unstored.remove(slim)
                     return slim.slice(0, 0)
 
@@ -523,23 +773,57 @@ class _PartWriter:
         return self.stored
 
 
+_EMPTY = pa.table({"uuid": pa.array([], pa.string())})
+
+
+class _ReloadIdentity(Exception):
+    pass
+
+
+def _reload_identity(core) -> None:
+    """Drop the writer's in-memory identity changes no transaction stored (a failed import)."""
+    def fail(_identity):
+        raise _ReloadIdentity()
+
+    try:
+        core.writer.run_exclusive(fail)
+    except _ReloadIdentity:
+        pass
+
+
 def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: ImportSummary,
                    project_id: int | None = None, progress=None) -> ImportSummary:
     """Validate batches here while the writer thread resolves the previous one (one in flight).
 
     With a store that writes partition files (DuckDB), resolved batches are held back and
-    stored together, about ``PART_ROWS`` rows at a time, by a part writer thread (every file
-    is written once, instead of once per batch and again when the import's small files are
-    merged); their persons are committed at once, before the events (a crash in between
-    leaves persons whose events a rerun of the import stores).
+    stored together, about ``PART_ROWS`` rows at a time (a *unit*), by a part writer thread
+    (every file is written once, instead of once per batch and again when the import's small
+    files are merged). A unit's files and the persons its rows need are committed in one
+    transaction, so a crash loses whole units (a rerun of the import stores them: its rows
+    are not duplicates yet) and never leaves persons without their events or the reverse.
     """
     project = core.resolve_project(project_id)
     writer = core.writer
     storage = core.storage
-    parts = _PartWriter(core) if hasattr(storage, "write_part_files") else None
-    pending: list[pa.Table] = []  # resolved, not handed over yet (the writer thread's while a job runs)
+    parts = _PartWriter(core) if hasattr(storage, "write_import_part_files") else None
+    resolver = _Resolver(project.id, bulk=parts is not None)
+    pending: list[pa.Table] = []  # resolved, not in a unit yet (the writer thread's while a job runs)
+    units: list[_Unit] = []       # frozen by the writer thread, handed over by this one
     in_flight = None
     candidates = loaded = 0
+
+    def freeze() -> None:
+        """In the writer thread: close the current unit."""
+        table = pa.concat_tables(pending) if len(pending) > 1 else (pending[0] if pending else None)
+        pending.clear()
+        rows = change_rows(resolver.changes)
+        resolver.changes = Changes()
+        new = resolver.new_persons()
+        if table is None and not rows and new is None:
+            return
+        if table is None:
+            table = pa.table({"uuid": pa.array([], pa.string()), "timestamp": pa.array([], pa.timestamp("us", tz="UTC"))})
+        units.append(_Unit(table, rows, new))
 
     def settle() -> None:
         nonlocal in_flight, loaded
@@ -548,12 +832,18 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
             stored = future.result()
             loaded += stored
             summary.loaded += stored
+        while units and parts is not None:  # no job of ours runs now: ``units`` is this thread's
+            parts.put(units.pop(0))  # blocks while the part writer is a unit behind
 
-    def hand_over() -> None:
-        table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
-        pending.clear()
-        parts.put(table)
-        del table
+    writer_failed = False
+
+    def settle_checked() -> None:
+        nonlocal writer_failed
+        try:
+            settle()
+        except BaseException:
+            writer_failed = True
+            raise
 
     try:
         for batch in batches:
@@ -571,36 +861,46 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
 
             def job(identity: IdentityState, changes: Changes, table=table, pid=project.id,
                     now=now) -> pa.Table:
-                unstored = pending + (list(parts.unstored) if parts is not None else [])
-                with _no_gc():  # ~100k new objects per batch: collections would double the time
-                    resolved = resolve_persons(_dedup(table, storage, pid, unstored), pid, identity, changes, now)
-                if parts is None:
-                    return resolved
-                if resolved.num_rows:
-                    pending.append(resolved)
-                return resolved.slice(0, 0)  # the persons are committed now, the events later
+                unstored = pending + [u.table for u in units] + (list(parts.unstored) if parts is not None else [])
+                with _no_gc():  # many new objects per batch: collections would double the time
+                    kept = _dedup(table, storage, pid, unstored)
+                    resolved = resolve_persons(kept, resolver, identity,
+                                               changes if parts is None else resolver.changes, now)
+                    if parts is None:
+                        return resolved
+                    if resolved.num_rows:
+                        pending.append(resolved)
+                    if (sum(t.num_rows for t in pending) >= PART_ROWS
+                            or sum(t.nbytes for t in pending) >= PART_BYTES):
+                        freeze()
+                return _EMPTY  # stored with its unit
 
-            settle()  # no job of ours runs now: ``pending`` is this thread's
-            if parts is not None and (sum(t.num_rows for t in pending) >= PART_ROWS
-                                      or sum(t.nbytes for t in pending) >= PART_BYTES):
-                hand_over()  # blocks while the part writer is a batch behind
+            settle_checked()
             candidates += table.num_rows
             in_flight = writer.submit_job(job)
     finally:
         try:
-            settle()
+            settle_checked()
+            if parts is not None and parts.error is None and not writer_failed:
+                # what was resolved is stored, even when reading a later batch failed
+                writer.run_job(lambda _identity, _changes: (freeze(), _EMPTY)[1])
+                settle_checked()
         finally:
             if parts is not None:
-                if pending and parts.error is None:
-                    hand_over()  # what was resolved is stored, even when a later batch failed
-                stored = parts.close()
-                loaded += stored
-                summary.loaded += stored
+                try:
+                    stored = parts.close()
+                    loaded += stored
+                    summary.loaded += stored
+                finally:
+                    if writer_failed or parts.error is not None:
+                        _reload_identity(core)  # persons of units that were not stored
     summary.duplicates += candidates - loaded
     tidy = getattr(storage, "compact_parts", None)
-    if tidy is not None and summary.loaded:  # merge the batches' files into large sorted parts
+    if tidy is not None and summary.loaded:  # merge the units' files into large sorted parts
         writer.run_exclusive(lambda _identity: tidy(hot=False))
     return summary
+
+
 
 
 def import_files(core, paths: Sequence[Path], *, fmt: str = "auto", project_id: int | None = None,

@@ -598,3 +598,149 @@ class PartsMixin:
             report.events = report.hot_events + report.part_events
             report.disk_bytes_after = self.disk_bytes()
         return report
+
+    # == the bulk import's units (sightline.ingest.bulk) =====================================
+    # Added for the import fast path; the methods above keep their behaviour.
+    def write_import_part_files(self, events: pa.Table) -> list[PartFile]:
+        """:meth:`write_part_files` for the bulk import's units: the same files (columns,
+        order, types, partitions), fsynced and renamed, not registered. When ``properties``
+        is dictionary-encoded (kept from the imported Parquet file), the hot columns are
+        derived once per distinct value and the column is written from its dictionary."""
+        props = events.column("properties")
+        if not pa.types.is_dictionary(props.type):
+            return self._write_arrow_partitions(events)
+        import pyarrow.compute as pc
+
+        from sightline.storage.duckdb_backend import _DERIVED_LIST, _EVENT_COLUMNS
+        from sightline.storage.schema import DERIVED_COLUMNS
+
+        ts = events.column("timestamp")
+        keys = pa.table({"p": events.column("project_id"), "m": pc.floor_temporal(ts, unit="month"),
+                         "e": events.column("event"), "t": ts}).combine_chunks()
+        order = pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("m", "ascending"),
+                                                 ("e", "ascending"), ("t", "ascending")])
+        keys = keys.take(order)
+        props = events.select(["properties"]).unify_dictionaries().column(0).combine_chunks().take(order)
+        derived_cols = list(DERIVED_COLUMNS.values())
+        cur = self._con.cursor()  # its own session: lossless Arrow export (UUID columns stay UUID)
+        try:
+            cur.execute("SET arrow_lossless_conversion = true")
+            cur.execute("SET preserve_insertion_order = true")
+            cur.register("_sl_ids", events.select(["uuid", "person_id"]))
+            try:
+                ids = cur.sql("SELECT CAST(uuid AS UUID) AS uuid, CAST(person_id AS UUID) AS person_id "
+                              "FROM _sl_ids").to_arrow_table()
+            finally:
+                cur.unregister("_sl_ids")
+            cur.register("_sl_values", pa.table({"properties": props.dictionary}))
+            try:
+                values = cur.sql(
+                    "SELECT " + ", ".join(f"_d[{i + 1}] AS {col}" for i, col in enumerate(derived_cols))
+                    + f" FROM (SELECT json_extract_string(properties, {_DERIVED_LIST}) AS _d FROM _sl_values)"
+                ).to_arrow_table()
+            finally:
+                cur.unregister("_sl_values")
+        finally:
+            cur.close()
+        if ids.num_rows != events.num_rows:  # pragma: no cover
+            raise RuntimeError("uuid conversion lost rows")
+        derived = {col: _dictionary_column(props.indices, values.column(col).combine_chunks())
+                   for col in derived_cols}
+        columns: dict[str, Any] = {}
+        for c in _EVENT_COLUMNS:
+            if c == "event":
+                columns[c] = keys.column("e")
+            elif c == "timestamp":
+                columns[c] = keys.column("t")
+            elif c == "properties":
+                columns[c] = props
+            elif c in derived:
+                columns[c] = derived[c]
+            elif c in ("uuid", "person_id"):
+                columns[c] = ids.column(c).take(order)
+            else:
+                columns[c] = events.column(c).take(order)
+        table = pa.table(columns)
+        return self._write_sorted_parts(table, keys)
+
+    def _write_sorted_parts(self, table: pa.Table, keys: pa.Table) -> list[PartFile]:
+        """Write ``table`` (sorted like ``keys``: project, month, event, timestamp) as one zstd
+        file per (project, month); fsynced and renamed, not registered."""
+        import pyarrow.parquet as pq
+
+        from sightline.ingest.normalize import uuid7
+
+        groups = keys.group_by(["p", "m"], use_threads=False).aggregate(
+            [("t", "count"), ("t", "min"), ("t", "max")]).sort_by([("p", "ascending"), ("m", "ascending")])
+        # unique values (uuid, timestamps) skip the dictionary attempt: same files, less work
+        dictionary = [c for c in table.column_names if c not in ("uuid", "timestamp")]
+        written: list[PartFile] = []
+        offset = 0
+        try:
+            for project_id, m, n, lo, hi in zip(*(groups.column(c).to_pylist() for c in
+                                                 ("p", "m", "t_count", "t_min", "t_max"))):
+                month_dt = datetime(m.year, m.month, 1, tzinfo=UTC)
+                folder = partition_dir(project_id, month_dt)
+                (self.parts_dir / folder).mkdir(parents=True, exist_ok=True)
+                name = f"{folder}/part-{uuid7()}.parquet"
+                final = self.parts_dir / name
+                tmp = final.with_name(final.name + ".tmp")
+                pq.write_table(table.slice(offset, n), tmp, compression="zstd",
+                               compression_level=PART_ZSTD_LEVEL, row_group_size=ROW_GROUP_SIZE,
+                               store_schema=False, use_dictionary=dictionary)
+                offset += n
+                _fsync_path(tmp)
+                os.replace(tmp, final)
+                written.append(PartFile(name, int(n), lo.astimezone(UTC), hi.astimezone(UTC), int(project_id),
+                                        month_dt, final.stat().st_size))
+            for folder in {str(Path(w.name).parent) for w in written}:
+                _fsync_path(self.parts_dir / folder)
+        except BaseException:
+            self._unlink(written)
+            raise
+        return written
+
+    def register_import_unit(self, added: list[PartFile], changes: Any = None,
+                             new_persons: pa.Table | None = None) -> None:
+        """One transaction: register ``added`` (from :meth:`write_import_part_files`), insert
+        ``new_persons`` (columns project_id, id, distinct_id, created_at: persons with one
+        distinct id and nothing set, that neither the store nor ``changes`` had before), then
+        write ``changes`` (which may update or delete those persons again). On failure the
+        files are deleted."""
+        from sightline.ingest.bulk import NEW_PERSON_META
+
+        con = self._con
+        with self._lock:
+            con.execute("BEGIN")
+            try:
+                if new_persons is not None and new_persons.num_rows:
+                    con.register("_sl_new_persons", new_persons)
+                    try:
+                        con.execute("INSERT INTO persons (id, project_id, created_at, properties, properties_meta, "
+                                    "is_identified, version) SELECT CAST(id AS UUID), project_id, created_at, "
+                                    "'{}', ?, false, 0 FROM _sl_new_persons", [NEW_PERSON_META])
+                        con.execute("INSERT INTO person_distinct_ids (project_id, distinct_id, person_id) "
+                                    "SELECT project_id, distinct_id, CAST(id AS UUID) FROM _sl_new_persons")
+                    finally:
+                        con.unregister("_sl_new_persons")
+                self._register(added, [])
+                if changes:
+                    self._write_changes(changes)  # type: ignore[attr-defined]
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                self._unlink(added)
+                raise
+
+
+def _dictionary_column(indices: pa.Array, values: pa.Array) -> pa.Array:
+    """``values.take(indices)`` as a dictionary array (no copy of the values; nulls move from
+    the dictionary to the indices, which is what the Parquet writer accepts)."""
+    import pyarrow.compute as pc
+
+    if values.null_count == len(values):
+        return pa.nulls(len(indices), values.type)
+    if not values.null_count:
+        return pa.DictionaryArray.from_arrays(indices, values)
+    masked = pc.if_else(pc.is_null(values).take(indices), pa.scalar(None, indices.type), indices)
+    return pa.DictionaryArray.from_arrays(masked, pc.fill_null(values, ""))
