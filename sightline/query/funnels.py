@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 from sightline.errors import InvalidInput
+from sightline.query import funnel_fast
 from sightline.query.context import QueryContext
 from sightline.query.dates import resolve
 from sightline.query.filters import NULL_SENTINEL, OTHER_SENTINEL, PERSON_ID, Scope, properties_sql, \
@@ -130,22 +131,36 @@ class FunnelSQL:
         every start; a one-step funnel has no later steps)."""
         if not self.prune_starts or self.n < 2:
             return None
-        s, p = self.scope, self.scope.params
+        s = self.scope
         later = [_step_condition(s, node) for node in self.q.series[1:]]
         later += [_step_condition(s, EventsNode(event=x.event, properties=x.properties))
                   for x in self.q.funnelsFilter.exclusions]
+        where = self._base_where() + ["(" + " OR ".join(later) + ")"]
+        return (f"SELECT DISTINCT {self.actor()} AS actor FROM events e{s.joins()} "
+                f"WHERE {' AND '.join(w for w in where if w != 'true')}")
+
+    def _base_where(self) -> list[str]:
+        """The conditions every funnel event meets: project, date range, filters, group actor."""
+        s, p = self.scope, self.scope.params
         where = [f"e.project_id = {s.project}", f"e.timestamp >= {p.add(self.range.start, 'start')}",
                  f"e.timestamp <= {p.add(self.range.end, 'end')}", properties_sql(self.q.properties, s)]
         if self.q.filterTestAccounts:
             where.append(properties_sql(test_account_filters(self.ctx.settings), s))
         if self.q.aggregation_group_type_index is not None:
             where.append(f"nullif(e.group_{self.q.aggregation_group_type_index}, '') IS NOT NULL")
-        where.append("(" + " OR ".join(later) + ")")
-        return (f"SELECT DISTINCT {self.actor()} AS actor FROM events e{s.joins()} "
+        return where
+
+    def step_events_sql(self, i: int) -> str:
+        """(actor, ts) of the events of step ``i`` (0-based), for the fast path (funnel_fast.py)."""
+        cond = _step_condition(self.scope, self.q.series[i])
+        where = self._base_where() + [cond]
+        return (f"SELECT {self.actor()} AS actor, e.timestamp AS ts FROM events e{self.scope.joins()} "
                 f"WHERE {' AND '.join(w for w in where if w != 'true')}")
 
     def actors_sql(self) -> str:
         """One row per (actor, breakdown value): steps reached (0-based) and step timestamps."""
+        if funnel_fast.applies(self):
+            return funnel_fast.actors_sql(self)
         q, n, win = self.q, self.n, self.window
         d = self.scope.dialect
         attribution = q.funnelsFilter.breakdownAttributionType
@@ -293,14 +308,17 @@ def _final(f: FunnelSQL) -> tuple[str, bool]:
 def _steps(ctx: QueryContext, q: FunnelsQuery, f: FunnelSQL) -> dict:
     n = f.n
     d = ctx.dialect
-    sql_with, has_bd = _final(f)
-    counts = ", ".join(f"count(*) FILTER (WHERE reached >= {k})" for k in range(n))
-    avgs = ", ".join(f"avg({d.epoch(f't{k + 1}')} - {d.epoch(f't{k}')}) FILTER (WHERE reached >= {k})"
-                     for k in range(1, n))
-    meds = ", ".join(f"{d.median(d.epoch(f't{k + 1}') + ' - ' + d.epoch(f't{k}'))} FILTER (WHERE reached >= {k})"
-                     for k in range(1, n))
-    cols = ", ".join(x for x in (counts, avgs, meds) if x)
-    sql = f"{sql_with} SELECT bd, {cols} FROM final GROUP BY bd"
+    if funnel_fast.applies(f):
+        sql, has_bd = funnel_fast.steps_sql(f), False
+    else:
+        sql_with, has_bd = _final(f)
+        counts = ", ".join(f"count(*) FILTER (WHERE reached >= {k})" for k in range(n))
+        avgs = ", ".join(f"avg({d.epoch(f't{k + 1}')} - {d.epoch(f't{k}')}) FILTER (WHERE reached >= {k})"
+                         for k in range(1, n))
+        meds = ", ".join(f"{d.median(d.epoch(f't{k + 1}') + ' - ' + d.epoch(f't{k}'))} FILTER (WHERE reached >= {k})"
+                         for k in range(1, n))
+        cols = ", ".join(x for x in (counts, avgs, meds) if x)
+        sql = f"{sql_with} SELECT bd, {cols} FROM final GROUP BY bd"
     rows = ctx.execute(sql, f.scope.params.values)
     groups = []
     for row in rows:
