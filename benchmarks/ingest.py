@@ -337,6 +337,21 @@ def proc_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """:func:`proc_cpu_seconds` of ``pid`` plus its live child processes (capture workers)."""
+    total = proc_cpu_seconds(pid)
+    if total is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        children = []
+    for child in children:
+        total += tree_cpu_seconds(child) or 0.0
+    return total
+
+
 def system_busy_seconds() -> float | None:
     """CPU seconds all processes spent busy since boot, summed over CPUs (Linux /proc/stat)."""
     try:
@@ -426,9 +441,9 @@ def run_sightline(bodies: list[bytes], per_body: list[int], concurrency: int, wo
     srv = ServerProc(cmd, env, work / "sightline-server.log", port, "sightline")
     try:
         srv.wait_healthy()
-        cpu0, sys0 = proc_cpu_seconds(srv.proc.pid), system_busy_seconds()
+        cpu0, sys0 = tree_cpu_seconds(srv.proc.pid), system_busy_seconds()
         client = send_all(port, bodies, per_body, concurrency)
-        cpu1, sys1 = proc_cpu_seconds(srv.proc.pid), system_busy_seconds()
+        cpu1, sys1 = tree_cpu_seconds(srv.proc.pid), system_busy_seconds()
         metrics = _metrics(port)
     except BaseException:
         srv.stop()

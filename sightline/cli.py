@@ -75,8 +75,12 @@ def main() -> None:
 @click.option("--store", envvar="SIGHTLINE_STORE", show_envvar=True, default=None,
               help="The event store: duckdb (default), chdb (in-process ClickHouse under the data directory) "
                    "or clickhouse://user:pass@host:8123/db. Metadata stays in the data directory.")
+@click.option("--capture-workers", default=0, show_default=True, type=click.IntRange(0, 64),
+              envvar="SIGHTLINE_CAPTURE_WORKERS", show_envvar=True,
+              help="Helper processes that decode and validate capture requests beside the server "
+                   "(0: in the server process). The server still logs, fsyncs and answers.")
 def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_key: str | None,
-          max_body_mb: int, log_level: str, json_logs: bool, store: str | None) -> None:
+          max_body_mb: int, log_level: str, json_logs: bool, store: str | None, capture_workers: int) -> None:
     """Run the Sightline server (capture API, flags, query API) in one process."""
     import uvicorn
 
@@ -99,6 +103,11 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
         click.echo("  Secret API key: created earlier (make a new one with `sightline keys create`)")
     click.echo(f"  posthog.init('{info.project.api_token}', {{api_host: '{url}'}})")
     app = create_app(core)
+    if capture_workers:
+        from sightline.ingest.capture_pool import CapturePool
+
+        app.state.capture_pool = CapturePool(capture_workers)
+        app.state.capture_pool.spawn()  # they import while the server starts
     if app.state.setup_code:
         click.echo(f"  Web app: open {url}/ to create the owner account (from this machine), or from elsewhere "
                    f"with the one-time setup code {app.state.setup_code}")
@@ -123,6 +132,8 @@ def serve(data_dir: Path, host: str, port: int, project_token: str | None, api_k
         uvicorn.Server(config).run()
     finally:
         control.retire(data_dir)
+        if capture_workers:
+            app.state.capture_pool.close()
     click.echo("Sightline stopped; all acknowledged events are on disk.")
 
 

@@ -36,7 +36,7 @@ from sightline.ingest.normalize import Event
 from sightline.ingest.wal import IngestLog, Position, decode, encode
 from sightline.persons.identity import ChangeRows, Changes, IdentityState, change_rows
 from sightline.storage.base import Storage
-from sightline.storage.schema import events_to_arrow
+from sightline.storage.schema import EVENT_BATCH_SCHEMA, GROUP_COLUMNS, epoch_micros, events_to_arrow
 
 log = logging.getLogger("sightline.writer")
 UTC = timezone.utc
@@ -44,6 +44,10 @@ UTC = timezone.utc
 DEDUP_WINDOW = 1_000_000
 DEDUP_WARM_PERIOD = timedelta(hours=24)
 REPLAY_CHUNK_ROWS = 200_000
+_TS = pa.timestamp("us", tz="UTC")
+_PROJECT_ID = EVENT_BATCH_SCHEMA.get_field_index("project_id")
+_PERSON_ID = EVENT_BATCH_SCHEMA.get_field_index("person_id")
+_CREATED_AT = EVENT_BATCH_SCHEMA.get_field_index("created_at")
 
 
 @dataclass
@@ -71,6 +75,23 @@ class _Item:
     project_id: int
     events: list[Event]
     future: Future
+
+
+@dataclass
+class _TableItem:
+    """A request prepared by a capture worker: its rows as an Arrow IPC table (persons not yet
+    resolved), exact timestamps and the events that need identity's full rules."""
+
+    project_id: int
+    table: bytes
+    timestamps_us: list[int]
+    specials: list[tuple[int, Event]]
+    count: int
+    future: Future
+
+    @property
+    def events(self) -> range:  # the pending-event count and group sizes read len(item.events)
+        return range(self.count)
 
 
 @dataclass
@@ -254,6 +275,25 @@ class Writer:
         self._queue.put(_Item(project_id, events, future))
         return future
 
+    def submit_table(self, project_id: int, table: bytes, timestamps_us: list[int],
+                     specials: list[tuple[int, Event]]) -> Future:
+        """:meth:`submit` for a request a capture worker prepared
+        (:class:`sightline.ingest.capture_pool.Prepared`): same dedup, persons, log and answer."""
+        future: Future = Future()
+        if not self._running:
+            future.set_exception(Unavailable("Sightline is shutting down; retry shortly."))
+            return future
+        count = len(timestamps_us)
+        with self._pending_lock:
+            if self._pending + count > self.max_pending_events and self._pending:
+                future.set_exception(Unavailable(
+                    "Ingestion is behind: too many events are waiting to be written. Retry shortly.",
+                    code="ingestion_backpressure"))
+                return future
+            self._pending += count
+        self._queue.put(_TableItem(project_id, table, timestamps_us, specials, count, future))
+        return future
+
     def write(self, project_id: int, events: list[Event], timeout: float | None = None) -> WriteResult:
         """Blocking submit, for the Python API and the CLI."""
         return self.submit(project_id, events).result(timeout)
@@ -342,10 +382,17 @@ class Writer:
         seen: set[tuple[int, str]] = set()
         identity, recent = self.identity, self.recent
         started = time.perf_counter()
+        pieces: list[pa.Table] = []
         try:
             recent_keys = recent.keys
             for item in items:
                 pid = item.project_id
+                if type(item) is _TableItem:
+                    piece, kept_n = self._resolve_table(item, changes, seen, recent_keys)
+                    if kept_n:
+                        pieces.append(piece)
+                    results.append(WriteResult(kept_n, item.count - kept_n))
+                    continue
                 kept = []
                 for event in item.events:
                     key = (pid, event.uuid)
@@ -358,8 +405,16 @@ class Writer:
                 project_ids += [pid] * len(kept)
                 results.append(WriteResult(len(kept), len(item.events) - len(kept)))
             record = None
-            if stored or changes:
-                table = events_to_arrow(stored, project_ids, datetime.now(UTC))
+            n_stored = len(stored) + sum(p.num_rows for p in pieces)
+            if n_stored or changes:
+                now = datetime.now(UTC)
+                table = events_to_arrow(stored, project_ids, now)
+                if pieces:
+                    created = pa.repeat(pa.scalar(epoch_micros(now), pa.int64()),
+                                        sum(p.num_rows for p in pieces)).view(_TS)
+                    merged = pa.concat_tables(pieces)
+                    merged = merged.set_column(_CREATED_AT, "created_at", created)
+                    table = pa.concat_tables([table, merged]) if stored else merged
                 rows = change_rows(changes)
                 payload = encode(table, rows)
                 self._wait_for_room()
@@ -368,7 +423,7 @@ class Writer:
                 self._logged = position
                 record = (table, rows, position)
         except Exception as exc:  # the log could not be written: nothing of this group is durable
-            log.exception("logging %d events failed", len(stored))
+            log.exception("logging %d events failed", len(stored) + sum(p.num_rows for p in pieces))
             self.stats.failures += 1
             try:
                 self.identity = self._identity_loader()  # drop the unlogged identity changes
@@ -380,17 +435,55 @@ class Writer:
         recent.add_many(seen)
         st = self.stats
         st.batches += 1
-        st.events_stored += len(stored)
+        st.events_stored += n_stored
         st.duplicates += sum(r.duplicates for r in results)
         st.last_commit_seconds = time.perf_counter() - started
-        st.batch_sizes.append(len(stored))
+        st.batch_sizes.append(n_stored)
         if self.on_commit is not None:
-            self.on_commit(len(stored))
+            self.on_commit(n_stored)
         if len(st.batch_sizes) > 1000:
             del st.batch_sizes[:500]
         # the syncer fsyncs (once for every group that is waiting) and then answers the requests,
         # while this thread already works on the next group
         self._to_sync.put((items, results, record))
+
+    def _resolve_table(self, item: _TableItem, changes: Changes, seen: set, recent_keys: set
+                       ) -> tuple[pa.Table, int]:
+        """Dedup and resolve persons for a worker-prepared request, as for an event list."""
+        pid = item.project_id
+        table = pa.ipc.open_stream(pa.py_buffer(item.table)).read_all()
+        uuids = table.column("uuid").to_pylist()
+        distinct_ids = table.column("distinct_id").to_pylist()
+        timestamps = item.timestamps_us
+        specials = dict(item.specials)
+        keep: list[bool] | None = None
+        for i, u in enumerate(uuids):
+            key = (pid, u)
+            if key in recent_keys or key in seen:
+                if keep is None:
+                    keep = [True] * len(uuids)
+                keep[i] = False
+                continue
+            seen.add(key)
+        if keep is not None:  # duplicates (SDK retries): drop their rows, renumber the rest
+            rows = [i for i, k in enumerate(keep) if k]
+            table = table.take(pa.array(rows, pa.int64()))
+            distinct_ids = [distinct_ids[i] for i in rows]
+            timestamps = [timestamps[i] for i in rows]
+            renumber = {old: new for new, old in enumerate(rows)}
+            specials = {renumber[i]: e for i, e in specials.items() if i in renumber}
+        n = table.num_rows
+        if not n:
+            return table, 0
+        person_ids, groups = self.identity.process_columns(pid, distinct_ids, timestamps, specials, changes)
+        table = table.set_column(_PROJECT_ID, "project_id", pa.repeat(pa.scalar(pid, pa.int32()), n))
+        table = table.set_column(_PERSON_ID, "person_id", pa.array(person_ids, pa.string()))
+        if groups:
+            for g, col in enumerate(GROUP_COLUMNS):
+                values = [groups[i].get(g) if i in groups else None for i in range(n)]
+                idx = table.schema.get_field_index(col)
+                table = table.set_column(idx, col, pa.array(values, pa.string()))
+        return table, n
 
     def _sync_loop(self) -> None:
         while True:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import uuid as _uuid
 from hashlib import sha1 as _sha1
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping, Sequence
 
 from sightline.ingest.normalize import Event
 
@@ -179,6 +179,18 @@ def apply_unset(person: Person, keys: Iterable[str], ts: float) -> bool:
 
 _MISSING = object()
 _SPECIAL_EVENTS = frozenset({"$groupidentify", "$identify", "$create_alias", "$merge_dangerously"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def needs_full_process(event: Event) -> bool:
+    """False for the everyday event whose only identity effect is its distinct_id's person
+    (and that person's ``created_at``): no identity event, groups, person updates or
+    ``$process_person_profile``. :meth:`IdentityState.process_columns` needs only its
+    distinct_id and timestamp."""
+    props = event.properties
+    return not (event.set is None and event.set_once is None and event.unset is None
+                and event.event not in _SPECIAL_EVENTS and "$groups" not in props
+                and "$process_person_profile" not in props)
 
 
 class IdentityState:
@@ -243,6 +255,39 @@ class IdentityState:
                         changes.touch(person)
                     continue
             process(project_id, event, changes)
+
+    def process_columns(self, project_id: int, distinct_ids: Sequence[str], timestamps_us: Sequence[int],
+                        specials: Mapping[int, Event], changes: Changes) -> tuple[list[str], dict[int, dict]]:
+        """:meth:`process` for each event of a columnar batch, in order, with the same effects.
+
+        Row ``i`` is ``specials[i]`` when present (a whole :class:`Event`, see
+        :func:`needs_full_process`), else an everyday event known only by ``distinct_ids[i]``
+        and its exact epoch microseconds ``timestamps_us[i]``. Returns each row's person id and
+        ``{row: groups}`` for the rows that have groups."""
+        lookup, persons = self.distinct_ids.get, self.persons
+        person_ids: list[str] = []
+        append = person_ids.append
+        groups: dict[int, dict] = {}
+        for i, distinct_id in enumerate(distinct_ids):
+            if specials:
+                event = specials.get(i)
+                if event is not None:
+                    self.process(project_id, event, changes)
+                    append(event.person_id)
+                    if event.groups:
+                        groups[i] = event.groups
+                    continue
+            ts = _EPOCH + timedelta(microseconds=timestamps_us[i])
+            pid = lookup((project_id, distinct_id))
+            person = persons.get(pid) if pid else None
+            if person is None:
+                person = self.get_or_create(project_id, distinct_id, ts, changes)
+            append(person.id)
+            if ts < person.created_at:
+                person.created_at = ts
+                person.version += 1
+                changes.touch(person)
+        return person_ids, groups
 
     def process(self, project_id: int, event: Event, changes: Changes) -> None:
         """Resolve ``event.person_id`` and ``event.groups`` and apply its person updates."""

@@ -51,12 +51,46 @@ def _process(core, body: bytes, query: dict, headers, path: str):
     return project, req, batch
 
 
+async def _capture_in_worker(request: Request, pool, core, body: bytes, query: dict,
+                             path: str) -> Response | None:
+    """The request through a capture worker (``serve --capture-workers``); ``None``: do it inline
+    (the worker could not prepare it, or the project's IP rule needs the request itself)."""
+    headers = request.headers
+    prepared = await pool.prepare(body, query, headers.get("content-type"), headers.get("content-encoding"),
+                                  path in LEGACY_PATHS, core.settings.max_decoded_bytes)
+    if prepared is None:
+        return None
+    project = core.meta.project_by_token(prepared.token)
+    if project is None:
+        return None  # the inline path gives the exact 401
+    if ip_policy(project, request) is not None:
+        return None  # the project keeps client IPs: the inline path sets them
+    if prepared.received and not prepared.stored and prepared.rejected:
+        return None  # the inline path gives the exact 400
+    if prepared.stored:
+        await asyncio.wrap_future(core.writer.submit_table(project.id, prepared.table, prepared.ts_us,
+                                                           prepared.specials))
+    core.metrics.capture_request(received=prepared.received, stored=prepared.stored,
+                                 rejected=prepared.rejected)
+    if query.get("beacon") == "1":
+        return Response(status_code=204)
+    payload: dict = {"status": 1}
+    if prepared.rejected:
+        payload["rejected"] = [r.to_json() for r in prepared.rejected[:100]]
+    return json_response(payload)
+
+
 async def capture(request: Request) -> Response:
     core = request.app.state.core
     path = request.url.path.rstrip("/") or "/"
     query = dict(request.query_params)
     try:
         body = b"" if query.get("data") else await read_body(request, core.settings.max_body_bytes)
+        pool = getattr(request.app.state, "capture_pool", None)
+        if pool is not None:
+            response = await _capture_in_worker(request, pool, core, body, query, path)
+            if response is not None:
+                return response
         if len(body) > INLINE_BODY_BYTES:
             project, req, batch = await run_in_threadpool(_process, core, body, query, request.headers, path)
         else:
