@@ -232,3 +232,32 @@ def test_general_path_keeps_what_the_fast_path_does_not_cover(tmp_path, spy):
         assert spy == []
         s.query(base | {"series": abc})
         assert spy == ["steps_sql"]
+
+
+def test_fast_path_for_group_actors_and_person_filters(tmp_path, monkeypatch, spy):
+    """Actors that are groups (events of different persons add up), and a step with a person filter."""
+    rows = [("u1", "A", 0, "c1"), ("u2", "B", 60, "c1"), ("u3", "A", 0, "c2"), ("u3", "C", 30, "c2"),
+            ("u4", "B", 10, "c3"), ("u5", "A", 20, "c3"), ("u5", "B", 40, "c3")]
+    with sightline.open(tmp_path / "d") as s:
+        s.ingest([{"event": "$identify", "distinct_id": u, "timestamp": (D0 - timedelta(hours=1)).isoformat(),
+                   "properties": {"$set": {"plan": "pro" if u in ("u2", "u5") else "free"}}}
+                  for u in ("u1", "u2", "u3", "u4", "u5")])
+        s.ingest([{"event": e, "distinct_id": u, "timestamp": (D0 + timedelta(seconds=t)).isoformat(),
+                   "properties": {"$groups": {"company": c}}} for u, e, t, c in rows])
+        query = {"kind": "FunnelsQuery", "series": [{"event": "A"}, {"event": "B"}], "dateRange": RANGE,
+                 "aggregation_group_type_index": 0}
+        fast, general = run_both(s, query, monkeypatch)
+        assert spy == ["steps_sql"]
+        same_steps(fast["results"], general["results"])
+        # c1: A then B (60 s); c2: A only; c3: B, then A and B (20 s)
+        assert [x["count"] for x in fast["results"]] == [3, 2]
+        assert fast["results"][1]["average_conversion_time"] == 40
+
+        filtered = {"kind": "FunnelsQuery", "dateRange": RANGE,
+                    "series": [{"event": "A"}, {"event": "B", "properties": [
+                        {"key": "plan", "value": "pro", "operator": "exact", "type": "person"}]}]}
+        fast, general = run_both(s, filtered, monkeypatch)
+        same_steps(fast["results"], general["results"])
+        # u1, u3, u5 start; u5 (pro) converts; u2 (pro) has no A
+        assert [x["count"] for x in fast["results"]] == [3, 1]
+        assert spy == ["steps_sql", "steps_sql"]
