@@ -28,7 +28,11 @@ import pyarrow.compute as pc
 from sightline.errors import InvalidInput
 from sightline.ingest.normalize import (MAX_DISTINCT_ID_LENGTH, normalize_event, parse_timestamp,
                                         uuid7)
-from sightline.persons.identity import Changes, IdentityState, Person, change_rows, person_uuid
+from hashlib import sha1 as _sha1
+
+from sightline.persons.identity import (PERSON_NAMESPACE, Changes, IdentityState, Person, change_rows,
+                                         person_uuid)
+from sightline.storage.duckdb_parts import _uuid_array
 from sightline.storage.schema import EVENT_BATCH_SCHEMA, GROUP_COLUMNS
 
 UTC = timezone.utc
@@ -291,19 +295,24 @@ def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) 
                    "missing_distinct_id", keep)
     keep = _reject(summary, ts_valid, "invalid_timestamp", keep)
     keep = _reject(summary, _per_value(props, _json_object), "invalid_properties", keep)
-    if uuids is not None:
+    fast_uuids = _uuid_array(uuids) if uuids is not None else None  # all canonical (the usual)
+    if uuids is not None and fast_uuids is None:
         ok_uuid = pc.or_kleene(pc.is_null(uuids), pc.match_substring_regex(uuids, UUID_RE))
         keep = _reject(summary, ok_uuid, "invalid_uuid", keep)
     keep = pc.and_kleene(keep, pc.not_equal(event, "$performance_event"))
     if (pc.max(pc.utf8_length(distinct)).as_py() or 0) > MAX_DISTINCT_ID_LENGTH:
         distinct = pc.utf8_slice_codeunits(distinct, 0, MAX_DISTINCT_ID_LENGTH)
-    table = pa.table({"event": event, "distinct_id": distinct,
-                      "timestamp": ts, "properties": props,
-                      "uuid": uuids if uuids is not None else pa.nulls(n, pa.string())})
+    columns = {"event": event, "distinct_id": distinct, "timestamp": ts, "properties": props,
+               "uuid": uuids if uuids is not None else pa.nulls(n, pa.string())}
+    if fast_uuids is not None:
+        columns[UUID16] = fast_uuids
+    table = pa.table(columns)
     if not pc.all(keep, skip_nulls=False).as_py():  # filtering copies every column: only if a row goes
         table = table.filter(keep)
     if table.num_rows == 0:
         return None
+    if fast_uuids is not None:
+        return table
     # uuids: canonical lowercase with dashes; generate UUIDv7s where missing
     col = table.column("uuid")
     if col.null_count:
@@ -314,7 +323,9 @@ def prepare_batch(batch: pa.RecordBatch, summary: ImportSummary, now: datetime) 
     col = pc.utf8_lower(col)
     if not pc.all(pc.equal(pc.utf8_length(col), 36)).as_py():
         col = pa.array([str(__import__("uuid").UUID(v)) for v in col.to_pylist()], pa.string())
-    return table.set_column(table.schema.get_field_index("uuid"), "uuid", col)
+    table = table.set_column(table.schema.get_field_index("uuid"), "uuid", col)
+    fast_uuids = _uuid_array(col)
+    return table if fast_uuids is None else table.append_column(UUID16, fast_uuids)
 
 
 def _identity_rows(table: pa.Table, markers: bool = True) -> pa.Array:
@@ -389,6 +400,26 @@ def _from_epoch_us(us: int) -> datetime:
     return _EPOCH + us * _ONE_US
 
 
+def _person_uuids(project_id: int):
+    """A faster :func:`~sightline.persons.identity.person_uuid` for one project (the same ids:
+    uuid5 of ``"<project>:<distinct_id>"``), hashing the common prefix once."""
+    base = _sha1(PERSON_NAMESPACE.bytes + f"{project_id}:".encode())
+    variant = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+    def person_id(distinct_id: str) -> str:
+        h = base.copy()
+        h.update(distinct_id.encode())
+        d = h.hexdigest()
+        return f"{d[:8]}-{d[8:12]}-5{d[13:16]}-{variant[d[16]]}{d[17:20]}-{d[20:32]}"
+
+    return person_id
+
+
+# hidden columns of the import's batches: uuid and person_id as Arrow UUIDs (16 bytes),
+# what the part files store (computed once, by the thread with the least to do)
+UUID16 = "_sl_uuid16"
+PERSON16 = "_sl_person16"
+
 # properties_meta of a person nothing has set yet (what change_rows writes for one)
 NEW_PERSON_META = '{"ts":{},"once":[]}'
 
@@ -398,18 +429,47 @@ class _Resolver:
     """The person resolution of one import (used by the writer thread only).
 
     ``known`` remembers, for distinct ids that only plain rows have touched in this import,
-    their person and its ``created_at``: a later batch's rows of such an id need no look-up
-    in the identity graph unless they are older than the person. With ``bulk``, the persons
+    their person and its ``created_at`` (an upper bound: it only decreases), in a private
+    DuckDB table: a later batch's rows of such an id are matched to it in one join (without
+    the GIL) and need no look-up in the identity graph unless they are older than the person. With ``bulk``, the persons
     those rows create are not recorded in a :class:`Changes` (whose commit costs a few µs
     each) but column-wise, and stored with the part files that first use them."""
 
     project_id: int
     bulk: bool = False
-    known: dict[str, tuple[str, int]] = field(default_factory=dict)
+    known: Any = None  # DuckDB connection holding table ``known(did, pid, created)``
     changes: Changes = field(default_factory=Changes)  # the per-event rules' since the last unit
     new_ids: list[str] = field(default_factory=list)
     new_dids: list[str] = field(default_factory=list)
     new_created: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        import duckdb
+
+        self.known = duckdb.connect()
+        self.known.execute("SET preserve_insertion_order = false")
+        self.known.execute("CREATE TABLE known (did VARCHAR, pid VARCHAR, created BIGINT)")
+
+    def close(self) -> None:
+        self.known.close()
+
+    def forget(self, dids: Iterable[str]) -> None:
+        """Distinct ids whose person the per-event rules may have changed: look them up again."""
+        dids = sorted(set(dids))
+        if dids:
+            self.known.execute("DELETE FROM known WHERE did IN (SELECT unnest(?))", [dids])
+
+    def remember(self, dids: list[str], pids: list[str], created: list[int]) -> None:
+        """Add ``known`` entries (for ids it does not have: :meth:`forget` them first)."""
+        if not dids:
+            return
+        self.known.register("_sl_remember", pa.table({"did": pa.array(dids, pa.string()),
+                                                      "pid": pa.array(pids, pa.string()),
+                                                      "created": pa.array(created, pa.int64())}))
+        try:
+            self.known.execute("INSERT INTO known SELECT did, pid, created FROM _sl_remember")
+        finally:
+            self.known.unregister("_sl_remember")
 
     def new_persons(self) -> pa.Table | None:
         """The persons created column-wise since the last call (id, distinct_id, created µs)."""
@@ -530,8 +590,7 @@ def resolve_persons(table: pa.Table, resolver: _Resolver, identity: IdentityStat
             person = identity.persons.get(pid)
             if person is not None:
                 ids.update(person.distinct_ids)
-        for did in ids:
-            resolver.known.pop(did, None)
+        resolver.forget(ids)
     pids_col = _plain_persons(table, pc.invert(involved), resolver, identity, changes)
     if person_ids:
         in_order = pc.indices_nonzero(involved).to_pylist()
@@ -561,6 +620,13 @@ def resolve_persons(table: pa.Table, resolver: _Resolver, identity: IdentityStat
     schema = EVENT_BATCH_SCHEMA
     if props_col.type != pa.string():
         schema = schema.set(schema.get_field_index("properties"), pa.field("properties", props_col.type))
+    if resolver.bulk:  # the part writer's binary uuids, converted here (the writer thread has time)
+        extra = {UUID16: table.column(UUID16) if UUID16 in table.column_names else _uuid_array(columns["uuid"]),
+                 PERSON16: _uuid_array(pids_col)}
+        for name, col in extra.items():
+            if col is not None:
+                columns[name] = col
+                schema = schema.append(pa.field(name, col.type))
     return pa.table(columns, schema=schema)
 
 
@@ -576,47 +642,61 @@ def _plain_persons(table: pa.Table, plain_mask: pa.Array, resolver: _Resolver, i
     plain = table.select(["distinct_id", "timestamp"])
     if not all_plain:
         plain = plain.filter(plain_mask)
-    firsts = plain.group_by("distinct_id", use_threads=False).aggregate([("timestamp", "min")])
-    dids = firsts.column("distinct_id").to_pylist()
-    tmin_us = firsts.column("timestamp_min").cast(pa.int64()).to_pylist()
-    known = resolver.known
-    get = known.get
-    found: list[str | None] = [None] * len(dids)
-    todo: list[int] = []
-    for i, did in enumerate(dids):
-        entry = get(did)
-        if entry is None or tmin_us[i] < entry[1]:
-            todo.append(i)
-        else:
-            found[i] = entry[0]
-    if todo:
-        lookup, persons = identity.distinct_ids.get, identity.persons
+    con = resolver.known
+    con.register("_sl_plain", plain)
+    try:
+        joined = con.sql("SELECT f.did, f.tmin, k.pid, k.created FROM (SELECT distinct_id AS did, "
+                         "epoch_us(min(timestamp)) AS tmin FROM _sl_plain GROUP BY distinct_id) f "
+                         "LEFT JOIN known k ON k.did = f.did").to_arrow_table()
+    finally:
+        con.unregister("_sl_plain")
+    joined = joined.combine_chunks()
+    values = joined.column("pid")
+    attention = _flat(pc.or_kleene(pc.is_null(values), pc.less(joined.column("tmin"), joined.column("created"))))
+    attention = pc.fill_null(attention, True)
+    if pc.any(attention).as_py():
+        todo = joined.filter(attention)
+        dids = todo.column("did").to_pylist()
+        tmin_us = todo.column("tmin").to_pylist()
+        before = todo.column("pid").to_pylist()
+        found: list[str] = []
+        created_us: list[int] = []
+        again: list[str] = []  # ids ``known`` had already (made older here)
+        id_map, persons = identity.distinct_ids, identity.persons
+        lookup = id_map.get
         bulk = resolver.bulk
-        for i in todo:
-            did, t = dids[i], tmin_us[i]
+        derive = _person_uuids(project_id)
+        new_ids, new_dids, new_created = resolver.new_ids, resolver.new_dids, resolver.new_created
+        for did, t, old in zip(dids, tmin_us, before):
             pid = lookup((project_id, did))
+            if pid is None and bulk:
+                pid = derive(did)
+                if pid not in persons:  # a new person (what get_or_create does), recorded column-wise
+                    persons[pid] = Person(pid, project_id, _from_epoch_us(t), {}, {}, set(), False, 0, [did])
+                    id_map[(project_id, did)] = pid
+                    new_ids.append(pid)
+                    new_dids.append(did)
+                    new_created.append(t)
+                    found.append(pid)
+                    created_us.append(t)
+                    continue
             person = persons.get(pid) if pid is not None else None
             if person is None:
-                pid = person_uuid(project_id, did)
-                if bulk and pid not in persons:  # a new person: recorded column-wise
-                    person = Person(pid, project_id, _from_epoch_us(t), {}, {}, set(), False, 0, [did])
-                    persons[pid] = person
-                    identity.distinct_ids[(project_id, did)] = pid
-                    resolver.new_ids.append(pid)
-                    resolver.new_dids.append(did)
-                    resolver.new_created.append(t)
-                else:
-                    person = identity.get_or_create(project_id, did, _from_epoch_us(t), changes)
+                person = identity.get_or_create(project_id, did, _from_epoch_us(t), changes)
             created = _epoch_us(person.created_at)
             if t < created:  # what the row would do in process_batch
                 person.created_at = _from_epoch_us(t)
                 person.version += 1
                 changes.touch(person)
                 created = t
-            found[i] = person.id
-            known[did] = (person.id, created)
-    values = pa.array(found, pa.string())
-    out = values.take(_flat(pc.index_in(table.column("distinct_id"), value_set=firsts.column("distinct_id"))))
+            found.append(person.id)
+            created_us.append(created)
+            if old is not None:
+                again.append(did)
+        resolver.forget(again)
+        resolver.remember(dids, found, created_us)
+        values = pc.replace_with_mask(values, attention, pa.array(found, pa.string()))
+    out = values.take(_flat(pc.index_in(table.column("distinct_id"), value_set=joined.column("did"))))
     if not all_plain:
         out = pc.if_else(plain_mask, out, pa.nulls(n, pa.string()))
     return out
@@ -654,15 +734,28 @@ def _jsonl_to_batch(rows: list, summary: ImportSummary) -> pa.RecordBatch | None
 
 
 # -- driving it ------------------------------------------------------------------------------
-def _dedup(table: pa.Table, storage, project_id: int, pending: Sequence[pa.Table] = ()) -> pa.Table:
-    """Drop rows whose uuid repeats inside the batch, in ``pending`` (resolved batches not
-    stored yet) or is already stored. Like the store's check, a pending batch only counts when
-    its time range overlaps the batch's (time-ordered files: only neighbours are compared)."""
-    if pc.count_distinct(table.column("uuid")).as_py() != table.num_rows:
+def _dedup_within(table: pa.Table) -> pa.Table:
+    """Keep the first row of each uuid (idempotent: the importing thread runs it early)."""
+    if UUID16 in table.column_names:  # 16 bytes hash faster than 36 characters
+        col = table.column(UUID16)
+        keys = pa.chunked_array([c.storage for c in col.chunks], pa.binary(16))
+    else:
+        keys = table.column("uuid")
+    if len(pc.unique(keys)) != table.num_rows:  # (faster than count_distinct)
         first: dict[str, int] = {}
         for i, u in enumerate(table.column("uuid").to_pylist()):
             first.setdefault(u, i)
         table = table.take(sorted(first.values()))
+    return table
+
+
+def _dedup(table: pa.Table, storage, project_id: int, pending: Sequence[pa.Table] = (),
+           within_done: bool = False) -> pa.Table:
+    """Drop rows whose uuid repeats inside the batch, in ``pending`` (resolved batches not
+    stored yet) or is already stored. Like the store's check, a pending batch only counts when
+    its time range overlaps the batch's (time-ordered files: only neighbours are compared)."""
+    if not within_done:
+        table = _dedup_within(table)
     ts = table.column("timestamp")
     lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
     for earlier in pending:
@@ -858,12 +951,13 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
                 progress.update(batch.num_rows)
             if table is None:
                 continue
+            table = _dedup_within(table)  # here: the writer thread has more to do
 
             def job(identity: IdentityState, changes: Changes, table=table, pid=project.id,
                     now=now) -> pa.Table:
                 unstored = pending + [u.table for u in units] + (list(parts.unstored) if parts is not None else [])
                 with _no_gc():  # many new objects per batch: collections would double the time
-                    kept = _dedup(table, storage, pid, unstored)
+                    kept = _dedup(table, storage, pid, unstored, within_done=True)
                     resolved = resolve_persons(kept, resolver, identity,
                                                changes if parts is None else resolver.changes, now)
                     if parts is None:
@@ -894,6 +988,7 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
                 finally:
                     if writer_failed or parts.error is not None:
                         _reload_identity(core)  # persons of units that were not stored
+            resolver.close()  # no job of ours runs any more
     summary.duplicates += candidates - loaded
     tidy = getattr(storage, "compact_parts", None)
     if tidy is not None and summary.loaded:  # merge the units' files into large sorted parts

@@ -606,9 +606,6 @@ class PartsMixin:
         order, types, partitions), fsynced and renamed, not registered. When ``properties``
         is dictionary-encoded (kept from the imported Parquet file), the hot columns are
         derived once per distinct value and the column is written from its dictionary."""
-        props = events.column("properties")
-        if not pa.types.is_dictionary(props.type):
-            return self._write_arrow_partitions(events)
         import pyarrow.compute as pc
 
         from sightline.storage.duckdb_backend import _DERIVED_LIST, _EVENT_COLUMNS
@@ -620,19 +617,33 @@ class PartsMixin:
         order = pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("m", "ascending"),
                                                  ("e", "ascending"), ("t", "ascending")])
         keys = keys.take(order)
-        props = events.select(["properties"]).unify_dictionaries().column(0).combine_chunks().take(order)
+        props = events.column("properties")
+        dictionary = pa.types.is_dictionary(props.type)
+        if dictionary:
+            props = events.select(["properties"]).unify_dictionaries().column(0).combine_chunks()
+        props = props.take(order)
+        if isinstance(props, pa.ChunkedArray):
+            props = props.combine_chunks()
         derived_cols = list(DERIVED_COLUMNS.values())
+        hidden = {"uuid": "_sl_uuid16", "person_id": "_sl_person16"}  # (sightline.ingest.bulk)
+        ids = {c: events.column(hidden[c]) if hidden[c] in events.column_names else _uuid_array(events.column(c))
+               for c in ("uuid", "person_id")}
         cur = self._con.cursor()  # its own session: lossless Arrow export (UUID columns stay UUID)
         try:
             cur.execute("SET arrow_lossless_conversion = true")
             cur.execute("SET preserve_insertion_order = true")
-            cur.register("_sl_ids", events.select(["uuid", "person_id"]))
-            try:
-                ids = cur.sql("SELECT CAST(uuid AS UUID) AS uuid, CAST(person_id AS UUID) AS person_id "
-                              "FROM _sl_ids").to_arrow_table()
-            finally:
-                cur.unregister("_sl_ids")
-            cur.register("_sl_values", pa.table({"properties": props.dictionary}))
+            slow = [c for c, v in ids.items() if v is None]
+            if slow:  # not all canonical: DuckDB parses them
+                cur.register("_sl_ids", events.select(slow))
+                try:
+                    got = cur.sql("SELECT " + ", ".join(f"CAST({c} AS UUID) AS {c}" for c in slow)
+                                  + " FROM _sl_ids").to_arrow_table()
+                finally:
+                    cur.unregister("_sl_ids")
+                if got.num_rows != events.num_rows:  # pragma: no cover
+                    raise RuntimeError("uuid conversion lost rows")
+                ids.update({c: got.column(c) for c in slow})
+            cur.register("_sl_values", pa.table({"properties": props.dictionary if dictionary else props}))
             try:
                 values = cur.sql(
                     "SELECT " + ", ".join(f"_d[{i + 1}] AS {col}" for i, col in enumerate(derived_cols))
@@ -642,10 +653,13 @@ class PartsMixin:
                 cur.unregister("_sl_values")
         finally:
             cur.close()
-        if ids.num_rows != events.num_rows:  # pragma: no cover
-            raise RuntimeError("uuid conversion lost rows")
-        derived = {col: _dictionary_column(props.indices, values.column(col).combine_chunks())
-                   for col in derived_cols}
+        if dictionary:
+            derived = {col: _dictionary_column(props.indices, values.column(col).combine_chunks())
+                       for col in derived_cols}
+        else:
+            if values.num_rows != len(props):  # pragma: no cover
+                raise RuntimeError("hot-column extraction lost rows")
+            derived = {col: values.column(col) for col in derived_cols}
         columns: dict[str, Any] = {}
         for c in _EVENT_COLUMNS:
             if c == "event":
@@ -656,10 +670,11 @@ class PartsMixin:
                 columns[c] = props
             elif c in derived:
                 columns[c] = derived[c]
-            elif c in ("uuid", "person_id"):
-                columns[c] = ids.column(c).take(order)
+            elif c in ids:
+                columns[c] = ids[c].take(order)
             else:
-                columns[c] = events.column(c).take(order)
+                col = events.column(c)
+                columns[c] = pa.nulls(len(col), col.type) if col.null_count == len(col) else col.take(order)
         table = pa.table(columns)
         return self._write_sorted_parts(table, keys)
 
@@ -734,13 +749,55 @@ class PartsMixin:
 
 
 def _dictionary_column(indices: pa.Array, values: pa.Array) -> pa.Array:
-    """``values.take(indices)`` as a dictionary array (no copy of the values; nulls move from
-    the dictionary to the indices, which is what the Parquet writer accepts)."""
+    """``values.take(indices)`` as a dictionary array of the distinct values (only the indices
+    are taken; nulls are null indices, which is what the Parquet writer accepts)."""
     import pyarrow.compute as pc
 
     if values.null_count == len(values):
         return pa.nulls(len(indices), values.type)
-    if not values.null_count:
-        return pa.DictionaryArray.from_arrays(indices, values)
-    masked = pc.if_else(pc.is_null(values).take(indices), pa.scalar(None, indices.type), indices)
-    return pa.DictionaryArray.from_arrays(masked, pc.fill_null(values, ""))
+    encoded = pc.dictionary_encode(values)
+    return pa.DictionaryArray.from_arrays(encoded.indices.take(indices), encoded.dictionary)
+
+
+def _hex_pairs():
+    import numpy as np
+
+    table = np.full(65536, -1, dtype=np.int16)
+    digits = b"0123456789abcdef"
+    for hi, a in enumerate(digits):
+        for lo, b in enumerate(digits):
+            table[np.frombuffer(bytes((a, b)), dtype=np.uint16)[0]] = hi * 16 + lo
+    return table
+
+
+_HEX_PAIRS = _hex_pairs()
+
+
+def _uuid_array(col: pa.Array | pa.ChunkedArray) -> pa.Array | None:
+    """Canonical uuid text (36 characters, lower-case hex and dashes, no nulls) as Arrow UUIDs
+    (16 bytes each, what DuckDB's ``CAST(... AS UUID)`` exports), in a few vectorised numpy
+    passes; None when some value is not canonical."""
+    import numpy as np
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    if arr.null_count or not pa.types.is_string(arr.type):
+        return None
+    if n == 0:
+        return pa.ExtensionArray.from_storage(pa.uuid(), pa.array([], pa.binary(16)))
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    start = int(offsets[0])
+    if int(offsets[-1]) - start != 36 * n or not (np.diff(offsets) == 36).all():
+        return None
+    chars = np.frombuffer(arr.buffers()[2], dtype=np.uint8, count=36 * n, offset=start).reshape(n, 36)
+    if not all((chars[:, i] == ord("-")).all() for i in (8, 13, 18, 23)):
+        return None
+    hexes = np.empty((n, 32), dtype=np.uint8)
+    for dst, lo, hi in ((0, 0, 8), (8, 9, 13), (12, 14, 18), (16, 19, 23), (20, 24, 36)):
+        hexes[:, dst:dst + hi - lo] = chars[:, lo:hi]
+    byte = _HEX_PAIRS[hexes.view(np.uint16)]  # two hex digits → their byte (-1: not lower-case hex)
+    if byte.min() < 0:
+        return None
+    raw = byte.astype(np.uint8)
+    storage = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw.tobytes())])
+    return pa.ExtensionArray.from_storage(pa.uuid(), storage)
