@@ -17,6 +17,7 @@ recently stored uuids held in memory and warmed from storage at start.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -198,6 +199,10 @@ class Writer:
         self._syncer = threading.Thread(target=self._sync_loop, name="sightline-syncer", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name="sightline-flusher", daemon=True)
         self._running = False
+        # commits made by an event loop's thread (see _enqueue)
+        self._commit_lock = threading.Lock()
+        self._loop_items: list = []
+        self._loop_scheduled = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def _replay(self) -> None:
@@ -236,6 +241,8 @@ class Writer:
         if not self._running:
             return
         self._running = False
+        with self._commit_lock:  # an event loop's commit in progress ends (later ones see _running)
+            pass
         self._queue.put(_STOP)
         self._thread.join()
         self._to_sync.put(_STOP)
@@ -260,39 +267,71 @@ class Writer:
         return 0.0 if oldest is None else time.monotonic() - oldest
 
     # -- submitting ----------------------------------------------------------------------
-    def submit(self, project_id: int, events: list[Event]) -> Future:
+    def submit(self, project_id: int, events: list[Event], *, in_loop: bool = False) -> Future:
+        """Queue ``events`` for the next group commit; the future gives a :class:`WriteResult`
+        once they are durable. ``in_loop``: the caller is an asyncio event loop's thread (see
+        :meth:`_enqueue`)."""
         future: Future = Future()
-        if not self._running:
-            future.set_exception(Unavailable("Sightline is shutting down; retry shortly."))
-            return future
-        with self._pending_lock:
-            if self._pending + len(events) > self.max_pending_events and self._pending:
-                future.set_exception(Unavailable(
-                    "Ingestion is behind: too many events are waiting to be written. Retry shortly.",
-                    code="ingestion_backpressure"))
-                return future
-            self._pending += len(events)
-        self._queue.put(_Item(project_id, events, future))
+        if self._admit(len(events), future):
+            self._enqueue(_Item(project_id, events, future), in_loop)
         return future
 
     def submit_table(self, project_id: int, table: bytes, timestamps_us: list[int],
-                     specials: list[tuple[int, Event]]) -> Future:
+                     specials: list[tuple[int, Event]], *, in_loop: bool = False) -> Future:
         """:meth:`submit` for a request a capture worker prepared
         (:class:`sightline.ingest.capture_pool.Prepared`): same dedup, persons, log and answer."""
         future: Future = Future()
+        count = len(timestamps_us)
+        if self._admit(count, future):
+            self._enqueue(_TableItem(project_id, table, timestamps_us, specials, count, future), in_loop)
+        return future
+
+    def _admit(self, count: int, future: Future) -> bool:
         if not self._running:
             future.set_exception(Unavailable("Sightline is shutting down; retry shortly."))
-            return future
-        count = len(timestamps_us)
+            return False
         with self._pending_lock:
             if self._pending + count > self.max_pending_events and self._pending:
                 future.set_exception(Unavailable(
                     "Ingestion is behind: too many events are waiting to be written. Retry shortly.",
                     code="ingestion_backpressure"))
-                return future
+                return False
             self._pending += count
-        self._queue.put(_TableItem(project_id, table, timestamps_us, specials, count, future))
-        return future
+        return True
+
+    def _enqueue(self, item: "_Item | _TableItem", in_loop: bool) -> None:
+        """Hand ``item`` to a group commit.
+
+        From an event loop (``in_loop``), the loop itself commits everything its requests
+        submitted in one pass of the loop, right after those handlers: no hand-over to the
+        writer thread, whose wake-ups and interpreter-lock transfers cost more CPU than the
+        commit itself at high request rates, and bigger groups. The writer thread keeps
+        everything else (the Python API, jobs) and takes the loop's items whenever it is busy
+        (the commit lock is held by a job) or the store lags far behind (the commit may wait)."""
+        if not in_loop:
+            self._queue.put(item)
+            return
+        self._loop_items.append(item)
+        if not self._loop_scheduled:
+            self._loop_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_loop_items)
+
+    def _commit_loop_items(self) -> None:
+        items, self._loop_items = self._loop_items, []
+        self._loop_scheduled = False
+        if not items:
+            return
+        if self._unflushed >= self.max_unflushed_events or not self._commit_lock.acquire(blocking=False):
+            for item in items:  # the writer thread commits them (it may wait; the loop must not)
+                self._queue.put(item)
+            return
+        try:
+            if not self._running:
+                self._finish(items, error=Unavailable("Sightline is shutting down; retry shortly."))
+                return
+            self._commit(items)
+        finally:
+            self._commit_lock.release()
 
     def write(self, project_id: int, events: list[Event], timeout: float | None = None) -> WriteResult:
         """Blocking submit, for the Python API and the CLI."""
@@ -349,7 +388,8 @@ class Writer:
             if first is _STOP:
                 break
             if isinstance(first, _Job):
-                self._run_job(first)
+                with self._commit_lock:
+                    self._run_job(first)
                 continue
             items = [first]
             count = len(first.events)
@@ -363,16 +403,18 @@ class Writer:
                     break
                 items.append(nxt)
                 count += len(nxt.events)
-            self._commit(items)
+            with self._commit_lock:
+                self._commit(items)
         while True:  # drain anything that raced with stop
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(nxt, _Job):
-                self._run_job(nxt)
-            elif nxt is not _STOP:
-                self._commit([nxt])
+            with self._commit_lock:
+                if isinstance(nxt, _Job):
+                    self._run_job(nxt)
+                elif nxt is not _STOP:
+                    self._commit([nxt])
 
     def _commit(self, items: list[_Item]) -> None:
         changes = Changes()

@@ -69,7 +69,7 @@ async def _capture_in_worker(request: Request, pool, core, body: bytes, query: d
         return None  # the inline path gives the exact 400
     if prepared.stored:
         await asyncio.wrap_future(core.writer.submit_table(project.id, prepared.table, prepared.ts_us,
-                                                           prepared.specials))
+                                                           prepared.specials, in_loop=True))
     core.metrics.capture_request(received=prepared.received, stored=prepared.stored,
                                  rejected=prepared.rejected)
     if query.get("beacon") == "1":
@@ -105,7 +105,7 @@ async def capture(request: Request) -> Response:
                                   "rejected": [r.to_json() for r in batch.rejected[:100]]}, status=400)
         if batch.events:
             apply_ip_policy(batch.events, ip_policy(project, request))  # $ip: only if the project asks
-            await asyncio.wrap_future(core.writer.submit(project.id, batch.events))
+            await asyncio.wrap_future(core.writer.submit(project.id, batch.events, in_loop=True))
         core.metrics.capture_request(received=len(req.events), stored=len(batch.events),
                                      rejected=batch.rejected)
     except SightlineError as exc:
