@@ -145,7 +145,7 @@ def _dictionary_columns(pf) -> list[str]:
     exporters and generators write them): read as an Arrow dictionary, the validation, the
     person-marker scans and the hot-column extraction run once per distinct string instead of
     once per row, and the part files are written from the dictionary. Detected from the
-    metadata: every row group has a dictionary page and its data pages hold small indices."""
+    metadata: every row group has a dictionary page and its pages hold small indices."""
     meta = pf.metadata
     idx = pf.schema_arrow.get_field_index("properties")
     if idx < 0 or meta.num_row_groups == 0 or not pa.types.is_string(pf.schema_arrow.field(idx).type):
@@ -155,8 +155,9 @@ def _dictionary_columns(pf) -> list[str]:
         col = rg.column(idx)
         if not col.has_dictionary_page or rg.num_rows == 0:
             return []
-        data_bytes = col.total_uncompressed_size - (col.data_page_offset - col.dictionary_page_offset)
-        if data_bytes > 8 * rg.num_rows:  # fell back to plain pages (or long values)
+        # mostly small indices (a chunk that fell back to plain pages is far bigger); a small
+        # row group costs little either way
+        if col.total_uncompressed_size > 8 * rg.num_rows and rg.num_rows > 65_536:
             return []
     return ["properties"]
 
@@ -346,7 +347,8 @@ def _top_level_groups(props: pa.Array) -> pa.Array:
     con = duckdb.connect()
     try:
         con.register("_sl_props", pa.table({"p": props}))
-        return con.sql("""SELECT json_extract(p, '$."$groups"')::VARCHAR AS g FROM _sl_props""") \
+        return con.sql("""SELECT json_extract(CASE WHEN json_valid(p) THEN p END, '$."$groups"')::VARCHAR AS g
+                          FROM _sl_props""") \
             .to_arrow_table().column(0).combine_chunks()
     finally:
         con.close()
@@ -951,6 +953,7 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
                 progress.update(batch.num_rows)
             if table is None:
                 continue
+            candidates += table.num_rows
             table = _dedup_within(table)  # here: the writer thread has more to do
 
             def job(identity: IdentityState, changes: Changes, table=table, pid=project.id,
@@ -970,7 +973,6 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
                 return _EMPTY  # stored with its unit
 
             settle_checked()
-            candidates += table.num_rows
             in_flight = writer.submit_job(job)
     finally:
         try:

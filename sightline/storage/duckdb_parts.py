@@ -644,10 +644,12 @@ class PartsMixin:
                     raise RuntimeError("uuid conversion lost rows")
                 ids.update({c: got.column(c) for c in slow})
             cur.register("_sl_values", pa.table({"properties": props.dictionary if dictionary else props}))
+            # a dictionary may still hold values of rows the import rejected (malformed JSON)
+            src = "CASE WHEN json_valid(properties) THEN properties END" if dictionary else "properties"
             try:
                 values = cur.sql(
                     "SELECT " + ", ".join(f"_d[{i + 1}] AS {col}" for i, col in enumerate(derived_cols))
-                    + f" FROM (SELECT json_extract_string(properties, {_DERIVED_LIST}) AS _d FROM _sl_values)"
+                    + f" FROM (SELECT json_extract_string({src}, {_DERIVED_LIST}) AS _d FROM _sl_values)"
                 ).to_arrow_table()
             finally:
                 cur.unregister("_sl_values")
