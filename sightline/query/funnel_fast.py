@@ -82,6 +82,11 @@ def _ctes(f: FunnelSQL) -> list[str]:
     return ctes
 
 
+def ctes_sql(f: FunnelSQL) -> str:
+    """``WITH`` up to ``best``: one row per actor that got past step 1 (reached >= 1)."""
+    return "WITH " + ", ".join(_ctes(f))
+
+
 def actors_sql(f: FunnelSQL) -> str:
     """The ``actors`` relation of the general builder (one row per actor, ``bv_key`` NULL)."""
     n = f.n

@@ -358,7 +358,9 @@ def _time_to_convert(ctx: QueryContext, q: FunnelsQuery, f: FunnelSQL) -> dict:
     if not 0 <= frm < to <= n - 1:
         raise InvalidInput("funnelFromStep must be less than funnelToStep, within the steps.", attr="funnelToStep")
     d = ctx.dialect
-    sql = (f"{f.actors_sql()} SELECT {d.epoch(f't{to + 1}')} - {d.epoch(f't{frm + 1}')} FROM actors "
+    # the fast path's `best` holds every actor past step 1 (to >= 1), without the step-1-only rows
+    source = (funnel_fast.ctes_sql(f), "best") if funnel_fast.applies(f) else (f.actors_sql(), "actors")
+    sql = (f"{source[0]} SELECT {d.epoch(f't{to + 1}')} - {d.epoch(f't{frm + 1}')} FROM {source[1]} "
            f"WHERE reached >= {to}")
     times = [float(r[0]) for r in ctx.execute(sql, f.scope.params.values) if r[0] is not None]
     if not times:

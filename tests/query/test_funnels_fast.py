@@ -27,7 +27,7 @@ RANGE = {"date_from": "2024-01-01", "date_to": "2024-01-31"}
 def _spy(monkeypatch):
     """Records the statements built by the fast path, so a test knows it ran."""
     calls = []
-    for name in ("steps_sql", "actors_sql"):
+    for name in ("steps_sql", "actors_sql", "ctes_sql"):
         original = getattr(funnel_fast, name)
 
         def wrapped(f, _original=original, _name=name):
@@ -160,12 +160,15 @@ def _check_random_funnel(tmp_path_factory, monkeypatch, seed, n, window_h, with_
                 (fast["results"][k]["median_conversion_time"] is None and meds[k - 1] is None)
 
         # time to convert (from step 1 to the last step) and persons of every step and drop-off
-        ttc = dict(query, funnelsFilter={**query["funnelsFilter"], "funnelVizType": "time_to_convert"})
+        frm = rng.randrange(0, n - 1)
+        ttc = dict(query, funnelsFilter={**query["funnelsFilter"], "funnelVizType": "time_to_convert",
+                                         "funnelFromStep": frm, "funnelToStep": rng.randrange(frm + 1, n)})
         a, b = run_both(s, ttc, monkeypatch)
-        assert a == b
+        assert a == b and calls[-1] == "ctes_sql"
         for step in list(range(1, n + 1)) + [-k for k in range(2, n + 1)]:
             pq = {"kind": "InsightActorsQuery", "source": query, "funnelStep": step, "limit": 1000}
             a, b = run_both(s, pq, monkeypatch)
+            assert calls[-1] == "actors_sql"
             ids = sorted(x["distinct_ids"][0] for x in a["results"])
             assert ids == sorted(x["distinct_ids"][0] for x in b["results"])
             want = sorted(u for u, r in reached_of.items() if (r >= step - 1 if step > 0 else r == -step - 2))
