@@ -450,13 +450,13 @@ class Writer:
             n_stored = len(stored) + sum(p.num_rows for p in pieces)
             if n_stored or changes:
                 now = datetime.now(UTC)
-                table = events_to_arrow(stored, project_ids, now)
+                table = events_to_arrow(stored, project_ids, now) if stored or not pieces else None
                 if pieces:
                     created = pa.repeat(pa.scalar(epoch_micros(now), pa.int64()),
                                         sum(p.num_rows for p in pieces)).view(_TS)
                     merged = pa.concat_tables(pieces)
                     merged = merged.set_column(_CREATED_AT, "created_at", created)
-                    table = pa.concat_tables([table, merged]) if stored else merged
+                    table = merged if table is None else pa.concat_tables([table, merged])
                 rows = change_rows(changes)
                 payload = encode(table, rows)
                 self._wait_for_room()
