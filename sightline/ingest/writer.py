@@ -108,6 +108,16 @@ class _Job:
 _STOP = object()
 
 
+def _resolve(pairs: list[tuple[asyncio.Future, Any]], error: Exception | None) -> None:
+    for future, result in pairs:
+        if future.done():  # cancelled: the client went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
 def _warm_up() -> None:
     """pyarrow imports pandas on its first conversion of a Python list (a third of a second):
     pay that when the writer starts, not while the first requests wait."""
@@ -267,26 +277,26 @@ class Writer:
         return 0.0 if oldest is None else time.monotonic() - oldest
 
     # -- submitting ----------------------------------------------------------------------
-    def submit(self, project_id: int, events: list[Event], *, in_loop: bool = False) -> Future:
+    def submit(self, project_id: int, events: list[Event], *, in_loop: bool = False) -> "Future | asyncio.Future":
         """Queue ``events`` for the next group commit; the future gives a :class:`WriteResult`
         once they are durable. ``in_loop``: the caller is an asyncio event loop's thread (see
-        :meth:`_enqueue`)."""
-        future: Future = Future()
+        :meth:`_enqueue`), and the future is that loop's (await it; ``asyncio.wrap_future`` keeps it)."""
+        future = asyncio.get_running_loop().create_future() if in_loop else Future()
         if self._admit(len(events), future):
             self._enqueue(_Item(project_id, events, future), in_loop)
         return future
 
     def submit_table(self, project_id: int, table: bytes, timestamps_us: list[int],
-                     specials: list[tuple[int, Event]], *, in_loop: bool = False) -> Future:
+                     specials: list[tuple[int, Event]], *, in_loop: bool = False) -> "Future | asyncio.Future":
         """:meth:`submit` for a request a capture worker prepared
         (:class:`sightline.ingest.capture_pool.Prepared`): same dedup, persons, log and answer."""
-        future: Future = Future()
+        future = asyncio.get_running_loop().create_future() if in_loop else Future()
         count = len(timestamps_us)
         if self._admit(count, future):
             self._enqueue(_TableItem(project_id, table, timestamps_us, specials, count, future), in_loop)
         return future
 
-    def _admit(self, count: int, future: Future) -> bool:
+    def _admit(self, count: int, future: "Future | asyncio.Future") -> bool:
         if not self._running:
             future.set_exception(Unavailable("Sightline is shutting down; retry shortly."))
             return False
@@ -619,11 +629,20 @@ class Writer:
                 error: Exception | None = None) -> None:
         with self._pending_lock:
             self._pending -= sum(len(i.events) for i in items)
+        in_loops: dict[Any, list] = {}
         for i, item in enumerate(items):
-            if error is not None:
-                item.future.set_exception(error)
+            future = item.future
+            if isinstance(future, asyncio.Future):  # submitted from an event loop: resolved there
+                in_loops.setdefault(future.get_loop(), []).append((future, None if error else results[i]))
+            elif error is not None:
+                future.set_exception(error)
             else:
-                item.future.set_result(results[i])
+                future.set_result(results[i])
+        for loop, pairs in in_loops.items():  # one wake-up of each loop for the whole group
+            try:
+                loop.call_soon_threadsafe(_resolve, pairs, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
 
     # -- the flusher thread --------------------------------------------------------------
     def _flush_loop(self) -> None:

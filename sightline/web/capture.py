@@ -145,7 +145,7 @@ async def capture_v1(request: Request) -> Response:
         batch = normalize_batch(req.events, now=datetime.now(UTC), sent_at=None)
         if batch.events:
             apply_ip_policy(batch.events, ip_policy(project, request))
-            await asyncio.wrap_future(core.writer.submit(project.id, batch.events))
+            await asyncio.wrap_future(core.writer.submit(project.id, batch.events, in_loop=True))
         core.metrics.capture_request(received=len(req.events), stored=len(batch.events),
                                      rejected=batch.rejected)
     except SightlineError as exc:
