@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections import Counter
+from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -41,6 +41,9 @@ BATCH_ROWS = 250_000
 # or fewer when they hold this many bytes (memory: one such table waits, another is written)
 PART_ROWS = 2_000_000
 PART_BYTES = 256 * 1024 * 1024
+# rows whose persons are resolved together (in time order; a unit of PART_ROWS is resolved in
+# a few such chunks, so that the part writer starts early)
+RESOLVE_ROWS = 1_000_000
 UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 # A row goes through the per-event identity rules if its event is one of these …
@@ -615,7 +618,8 @@ def resolve_persons(table: pa.Table, resolver: _Resolver, identity: IdentityStat
         "distinct_id": table.column("distinct_id"),
         "person_id": pids_col,
         "timestamp": table.column("timestamp"),
-        "created_at": pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
+        "created_at": (table.column("created_at") if "created_at" in table.column_names
+                       else pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n)),
         "properties": props_col,
         **{col: group_arrays[i] for i, col in enumerate(GROUP_COLUMNS)},
     }
@@ -902,15 +906,26 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
     storage = core.storage
     parts = _PartWriter(core) if hasattr(storage, "write_import_part_files") else None
     resolver = _Resolver(project.id, bulk=parts is not None)
-    pending: list[pa.Table] = []  # resolved, not in a unit yet (the writer thread's while a job runs)
+    pending: list[pa.Table] = []  # deduplicated, not resolved yet (the writer thread's)
+    resolved: list[pa.Table] = []  # resolved, not in a unit yet (the writer thread's)
     units: list[_Unit] = []       # frozen by the writer thread, handed over by this one
-    in_flight = None
+    in_flight: deque = deque()
     candidates = loaded = 0
 
-    def freeze() -> None:
-        """In the writer thread: close the current unit."""
-        table = pa.concat_tables(pending) if len(pending) > 1 else (pending[0] if pending else None)
-        pending.clear()
+    def resolve(now: datetime) -> None:
+        """In the writer thread: resolve the held-back rows (one chunk, in time order)."""
+        if pending:
+            table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
+            pending.clear()
+            resolved.append(resolve_persons(table, resolver, writer.identity, resolver.changes, now))
+
+    def freeze(now: datetime) -> None:
+        """In the writer thread: resolve what is held back and close the unit."""
+        resolve(now)
+        table = None
+        if resolved:
+            table = pa.concat_tables(resolved) if len(resolved) > 1 else resolved[0]
+            resolved.clear()
         rows = change_rows(resolver.changes)
         resolver.changes = Changes()
         new = resolver.new_persons()
@@ -920,22 +935,23 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
             table = pa.table({"uuid": pa.array([], pa.string()), "timestamp": pa.array([], pa.timestamp("us", tz="UTC"))})
         units.append(_Unit(table, rows, new))
 
-    def settle() -> None:
-        nonlocal in_flight, loaded
-        if in_flight is not None:
-            future, in_flight = in_flight, None
-            stored = future.result()
+    def settle(depth: int = 0) -> None:
+        """Wait until at most ``depth`` jobs are in flight; hand over the closed units."""
+        nonlocal loaded
+        while len(in_flight) > depth:
+            stored = in_flight.popleft().result()
             loaded += stored
             summary.loaded += stored
-        while units and parts is not None:  # no job of ours runs now: ``units`` is this thread's
-            parts.put(units.pop(0))  # blocks while the part writer is a unit behind
+        while units and parts is not None:
+            parts.put(units[0])  # blocks while the part writer is a unit behind
+            units.pop(0)  # (after put: a unit is always in one of the lists dedup reads)
 
     writer_failed = False
 
-    def settle_checked() -> None:
+    def settle_checked(depth: int = 0) -> None:
         nonlocal writer_failed
         try:
-            settle()
+            settle(depth)
         except BaseException:
             writer_failed = True
             raise
@@ -958,28 +974,30 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
 
             def job(identity: IdentityState, changes: Changes, table=table, pid=project.id,
                     now=now) -> pa.Table:
-                unstored = pending + [u.table for u in units] + (list(parts.unstored) if parts is not None else [])
+                unstored = (pending + resolved + [u.table for u in list(units)]
+                            + (list(parts.unstored) if parts else []))
                 with _no_gc():  # many new objects per batch: collections would double the time
                     kept = _dedup(table, storage, pid, unstored, within_done=True)
-                    resolved = resolve_persons(kept, resolver, identity,
-                                               changes if parts is None else resolver.changes, now)
                     if parts is None:
-                        return resolved
-                    if resolved.num_rows:
-                        pending.append(resolved)
-                    if (sum(t.num_rows for t in pending) >= PART_ROWS
-                            or sum(t.nbytes for t in pending) >= PART_BYTES):
-                        freeze()
+                        return resolve_persons(kept, resolver, identity, changes, now)
+                    if kept.num_rows:
+                        created = pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), kept.num_rows)
+                        pending.append(kept.append_column("created_at", created))
+                    if sum(t.num_rows for t in pending) >= RESOLVE_ROWS:
+                        resolve(now)
+                    if (sum(t.num_rows for t in pending + resolved) >= PART_ROWS
+                            or sum(t.nbytes for t in pending + resolved) >= PART_BYTES):
+                        freeze(now)
                 return _EMPTY  # stored with its unit
 
-            settle_checked()
-            in_flight = writer.submit_job(job)
+            settle_checked(depth=1)  # the writer thread may work on one batch while another waits
+            in_flight.append(writer.submit_job(job))
     finally:
         try:
             settle_checked()
             if parts is not None and parts.error is None and not writer_failed:
                 # what was resolved is stored, even when reading a later batch failed
-                writer.run_job(lambda _identity, _changes: (freeze(), _EMPTY)[1])
+                writer.run_job(lambda _identity, _changes: (freeze(datetime.now(UTC)), _EMPTY)[1])
                 settle_checked()
         finally:
             if parts is not None:

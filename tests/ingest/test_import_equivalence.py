@@ -5,8 +5,8 @@ out-of-order timestamps, groups old and new, personless events, duplicate uuids,
 store that already holds persons and some of the events) go
 
 * through ``Sightline.ingest`` (the capture path: ``IdentityState.process_batch``, one event
-  after the other), batch by batch in the import's documented order (each batch of the file in
-  timestamp order, ties in file order), and
+  after the other), in the import's documented order (chunk by chunk, each chunk in timestamp
+  order, ties in file order), and
 * through ``sightline import`` of a Parquet file (dictionary-encoded properties or not) and of a
   JSON-lines file,
 
@@ -130,16 +130,33 @@ def _prime(core, events: list[dict]) -> None:
     core.ingest([_raw(dict(e, properties=json.dumps(e["properties"]))) for e in events[:5]])
 
 
-def _reference(path: Path, rows: list[dict], keep: list[bool], batch_rows: int, events: list[dict]) -> None:
-    """The capture path, batch by batch, each batch in timestamp order (ties in file order)."""
+def _reference(path: Path, rows: list[dict], keep: list[bool], batch_rows: int, events: list[dict],
+               chunk_rows: int, unit_rows: int) -> None:
+    """The capture path, chunk by chunk (the rows the import resolves together: whole batches
+    of the file until ``chunk_rows`` new rows, or the end of a unit of ``unit_rows``), each in
+    timestamp order (ties in file order)."""
+    primed = {e["uuid"] for e in events[:5]}
     with sightline.open(path) as core:
         _prime(core, events)
+        chunk: list = []
+        in_unit = 0  # rows of the current unit already resolved
+
+        def flush() -> None:
+            chunk.sort(key=lambda x: (x[0], x[1]))
+            if chunk:
+                core.ingest([_raw(r) for _, _, r in chunk])
+            chunk.clear()
+
         for start in range(0, len(rows), batch_rows):
-            batch = [(r["timestamp"], i, r) for i, r in enumerate(rows[start:start + batch_rows])
-                     if keep[start + i]]
-            batch.sort(key=lambda x: (x[0], x[1]))
-            if batch:
-                core.ingest([_raw(r) for _, _, r in batch])
+            chunk += [(r["timestamp"], start + i, r) for i, r in enumerate(rows[start:start + batch_rows])
+                      if keep[start + i] and r["uuid"] not in primed]
+            if len(chunk) >= chunk_rows:
+                in_unit += len(chunk)
+                flush()
+            if in_unit + len(chunk) >= unit_rows:
+                flush()
+                in_unit = 0
+        flush()
 
 
 def _write_parquet(path: Path, rows: list[dict], dictionary: bool) -> None:
@@ -189,17 +206,19 @@ def _assert_same(got: dict, want: dict) -> None:
 
 
 @pytest.mark.parametrize("batch_rows,fmt", [(100_000, "parquet-dict"), (37, "parquet"), (53, "parquet-dict"),
-                                            (100_000, "jsonl")])
+                                            (100_000, "jsonl"), (160, "jsonl")])
 def test_import_stores_what_the_capture_path_stores(tmp_path, monkeypatch, batch_rows, fmt):
     events = _generate(seed=batch_rows, n=420)
     rows, keep = _file_rows(events, seed=batch_rows)
     ref = tmp_path / "ref"
-    _reference(ref, rows, keep, batch_rows if fmt != "jsonl" else (batch_rows // 5), events)
+    _reference(ref, rows, keep, batch_rows if fmt != "jsonl" else (batch_rows // 5), events, chunk_rows=70,
+               unit_rows=150)
 
     real = bulk.read_batches
     monkeypatch.setattr(bulk, "read_batches", lambda path, fmt="auto", batch_rows_=batch_rows:
                         real(path, fmt, batch_rows=batch_rows_))
     monkeypatch.setattr(bulk, "PART_ROWS", 150)  # several units, dedup across units not stored yet
+    monkeypatch.setattr(bulk, "RESOLVE_ROWS", 70)  # resolved in chunks of at least 70 rows
     if fmt == "jsonl":
         path = tmp_path / "events.jsonl"
         path.write_text("".join(json.dumps(_raw(r)) + "\n" for r in rows))
