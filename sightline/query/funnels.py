@@ -15,6 +15,10 @@ Events are ordered by (timestamp, first step they match, uuid), so one event nev
 steps and events sharing a timestamp are taken in step order. Strict funnels require the next
 step to be the actor's very next event; unordered funnels count the most distinct steps seen
 within one window.
+
+Ordered funnels whose steps are distinct events (no exclusions, no breakdown, not funnel
+trends) take a fast path on DuckDB, ``funnel_fast.py``: hash joins over the step events find
+the same winning attempts without ordering anyone's events.
 """
 
 from __future__ import annotations
