@@ -13,6 +13,7 @@ Export streams events out of storage batch by batch, so memory stays flat at any
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
@@ -256,15 +257,27 @@ def _json_object(props: pa.Array) -> pa.Array:
     looks = pc.match_substring_regex(props, r"^[\s\p{Z}]*\{")  # no trimmed copy
     if not len(props):
         return looks
-    import duckdb
-
-    con = duckdb.connect()
+    con = _duckdb()
+    con.register("_sl_props", pa.table({"p": props}))
     try:
-        con.register("_sl_props", pa.table({"p": props}))
         valid = con.sql("SELECT coalesce(json_valid(p), false) AS v FROM _sl_props").to_arrow_table().column(0)
     finally:
-        con.close()
+        con.unregister("_sl_props")
     return pc.and_kleene(looks, valid.combine_chunks())
+
+
+_local = threading.local()
+
+
+def _duckdb():
+    """This thread's in-memory DuckDB connection (for JSON functions over Arrow columns;
+    connecting costs more than a small query)."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        import duckdb
+
+        con = _local.con = duckdb.connect()
+    return con
 
 
 def _reject(summary: ImportSummary, mask: pa.Array, reason: str, keep: pa.Array) -> pa.Array:
@@ -345,16 +358,14 @@ def _identity_rows(table: pa.Table, markers: bool = True) -> pa.Array:
 
 def _top_level_groups(props: pa.Array) -> pa.Array:
     """The top-level ``$groups`` value of each JSON text, as JSON text (null when absent)."""
-    import duckdb
-
-    con = duckdb.connect()
+    con = _duckdb()
+    con.register("_sl_props", pa.table({"p": props}))
     try:
-        con.register("_sl_props", pa.table({"p": props}))
         return con.sql("""SELECT json_extract(CASE WHEN json_valid(p) THEN p END, '$."$groups"')::VARCHAR AS g
                           FROM _sl_props""") \
             .to_arrow_table().column(0).combine_chunks()
     finally:
-        con.close()
+        con.unregister("_sl_props")
 
 
 def _group_columns(table: pa.Table, project_id: int, identity: IdentityState,
