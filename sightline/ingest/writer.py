@@ -120,7 +120,7 @@ def _resolve(pairs: list[tuple[asyncio.Future, Any]], error: Exception | None) -
 
 def _warm_up() -> None:
     """pyarrow imports pandas on its first conversion of a Python list (a third of a second):
-    pay that when the writer starts, not while the first requests wait."""
+    pay that when the writer starts (before the server answers), not in the first commit."""
     try:
         pa.array([0], pa.int64())
     except Exception:  # pragma: no cover - only a warm-up
@@ -241,6 +241,7 @@ class Writer:
             log.info("replayed %d logged events into the store", self.stats.replayed)
 
     def start(self) -> None:
+        _warm_up()
         self._running = True
         self._thread.start()
         self._syncer.start()
@@ -390,7 +391,6 @@ class Writer:
 
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
-        _warm_up()
         carry = None
         while True:
             first = carry if carry is not None else self._queue.get()

@@ -82,7 +82,7 @@ async def _capture_in_worker(request: Request, pool, core, body: bytes, query: d
 
 async def capture(request: Request) -> Response:
     core = request.app.state.core
-    path = request.url.path.rstrip("/") or "/"
+    path = request.scope["path"].rstrip("/") or "/"  # (request.url builds a whole URL)
     query = dict(request.query_params)
     try:
         body = b"" if query.get("data") else await read_body(request, core.settings.max_body_bytes)
