@@ -1,11 +1,19 @@
 """Bulk import and export: files in, files out, at columnar speed.
 
-Import reads JSON lines, CSV or Parquet into Arrow record batches and stores them through
-the writer in large transactions. Each batch is validated with Arrow compute functions; only
-the rows that touch identity (``$identify``, ``$set``, ``$groups``, ...) go through the
-per-event person rules, while the rest get their person by distinct_id in one pass over the
-batch's unique ids. Rows already stored (same project and uuid) are skipped; invalid rows are
-counted by reason and never stored.
+Import reads JSON lines, CSV or Parquet into Arrow record batches (a Parquet file's
+dictionary-encoded ``properties`` stay dictionary-encoded: per-value work then runs once per
+distinct string) and stores them through the writer:
+
+* the importing thread validates each batch with Arrow compute functions (invalid rows are
+  counted by reason and never stored) and drops repeated uuids;
+* the writer thread drops rows already stored (same project and uuid) or held back, and gives
+  chunks of about ``RESOLVE_ROWS`` rows their persons with exactly the capture path's result for
+  the chunk in timestamp order: the rows that touch identity (``$identify``, ``$set``, new
+  ``$groups`` types, ...) and every row of the distinct ids and persons they touch go through
+  the per-event rules, the rest get their person column-wise (see :func:`resolve_persons`);
+* with DuckDB, a part-writer thread writes each unit of about ``PART_ROWS`` rows as sorted
+  partition files, and one transaction registers them together with the persons the unit
+  created or changed (a crash loses whole units; rerunning the import stores them).
 
 Export streams events out of storage batch by batch, so memory stays flat at any size.
 """

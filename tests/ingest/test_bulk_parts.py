@@ -110,3 +110,43 @@ def test_a_failing_batch_keeps_what_was_resolved_before_it(tmp_path, small_parts
         with pytest.raises(Exception):
             bulk.import_files(core, [path, broken], progress=False)
         assert core.storage.execute("SELECT count(*) FROM events").rows[0][0] == len(good)
+
+
+def test_a_unit_commits_its_files_and_persons_together(tmp_path, small_parts, monkeypatch):
+    """Units of PART_ROWS rows are stored one transaction each (files + the persons they need):
+    when writing the second unit fails, the first is stored with exactly its persons, nothing of
+    the second is (not even in the writer's memory), and a rerun stores the rest."""
+    rows = _rows(1000)
+    for i, r in enumerate(rows):
+        r["distinct_id"] = f"user_{i // 2}"  # new persons all along the file
+    path = tmp_path / "events.parquet"
+    _write(path, rows)
+    from sightline.storage import duckdb_parts
+
+    real = duckdb_parts.PartsMixin.write_import_part_files
+    calls = []
+
+    def flaky(self, events):
+        calls.append(events.num_rows)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(self, events)
+
+    monkeypatch.setattr(duckdb_parts.PartsMixin, "write_import_part_files", flaky)
+    with sightline.open(tmp_path / "d") as core:
+        with pytest.raises(OSError):
+            bulk.import_files(core, [path], progress=False)
+        pid = core.resolve_project(None).id
+        stored = core.storage.execute("SELECT DISTINCT distinct_id FROM events").rows
+        persons = core.storage.execute("SELECT CAST(id AS VARCHAR) FROM persons").rows
+        assert 0 < len(stored) < 500
+        assert sorted(p[0] for p in persons) == sorted(person_uuid(pid, s[0]) for s in stored)
+        assert core.storage.execute("SELECT count(*) FROM events").rows[0][0] == calls[0]
+        in_memory = {d for (p, d) in core.writer.identity.distinct_ids if p == pid}
+        assert in_memory == {s[0] for s in stored}  # the failed unit's persons were dropped
+
+        monkeypatch.setattr(duckdb_parts.PartsMixin, "write_import_part_files", real)
+        again = bulk.import_files(core, [path], progress=False)
+        assert again.loaded == len(rows) - calls[0] and again.duplicates == calls[0]
+        assert core.storage.execute("SELECT count(DISTINCT person_id) FROM events").rows[0][0] == 500
+        assert core.storage.execute("SELECT count(*) FROM persons").rows[0][0] == 500
