@@ -214,6 +214,11 @@ def test_fast_path_ties_window_edge_and_merge(tmp_path, monkeypatch, spy):
         assert r[2]["average_conversion_time"] == pytest.approx(3450 / 3)
         assert r[2]["median_conversion_time"] == 0
 
+        # a range without events: the same all-zero steps as the general builder
+        empty = dict(query, dateRange={"date_from": "2023-01-01", "date_to": "2023-01-31"})
+        fast, general = run_both(s, empty, monkeypatch)
+        assert fast == general and [x["count"] for x in fast["results"]] == [0, 0, 0]
+
 
 def test_general_path_keeps_what_the_fast_path_does_not_cover(tmp_path, spy):
     """Repeated step events, strict/unordered, exclusions, breakdowns, trends: the general builder."""
