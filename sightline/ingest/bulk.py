@@ -466,6 +466,7 @@ class _Resolver:
     new_ids: list[str] = field(default_factory=list)
     new_dids: list[str] = field(default_factory=list)
     new_created: list[int] = field(default_factory=list)
+    last_binary: Any = None  # person ids of the last batch's plain rows as Arrow UUIDs
 
     def __post_init__(self) -> None:
         import duckdb
@@ -615,6 +616,7 @@ def resolve_persons(table: pa.Table, resolver: _Resolver, identity: IdentityStat
             if person is not None:
                 ids.update(person.distinct_ids)
         resolver.forget(ids)
+    resolver.last_binary = None
     pids_col = _plain_persons(table, pc.invert(involved), resolver, identity, changes)
     if person_ids:
         in_order = pc.indices_nonzero(involved).to_pylist()
@@ -647,7 +649,8 @@ def resolve_persons(table: pa.Table, resolver: _Resolver, identity: IdentityStat
         schema = schema.set(schema.get_field_index("properties"), pa.field("properties", props_col.type))
     if resolver.bulk:  # the part writer's binary uuids, converted here (the writer thread has time)
         extra = {UUID16: table.column(UUID16) if UUID16 in table.column_names else _uuid_array(columns["uuid"]),
-                 PERSON16: _uuid_array(pids_col)}
+                 PERSON16: resolver.last_binary if resolver.last_binary is not None and not person_ids
+                 else _uuid_array(pids_col)}
         for name, col in extra.items():
             if col is not None:
                 columns[name] = col
@@ -721,9 +724,14 @@ def _plain_persons(table: pa.Table, plain_mask: pa.Array, resolver: _Resolver, i
         resolver.forget(again)
         resolver.remember(dids, found, created_us)
         values = pc.replace_with_mask(values, attention, pa.array(found, pa.string()))
-    out = values.take(_flat(pc.index_in(table.column("distinct_id"), value_set=joined.column("did"))))
+    idx = _flat(pc.index_in(table.column("distinct_id"), value_set=joined.column("did")))
+    out = values.take(idx)
     if not all_plain:
-        out = pc.if_else(plain_mask, out, pa.nulls(n, pa.string()))
+        return pc.if_else(plain_mask, out, pa.nulls(n, pa.string()))
+    if resolver.bulk:  # the 16-byte ids too: converting the distinct values is enough
+        binary = _uuid_array(values)
+        if binary is not None:
+            resolver.last_binary = pa.ExtensionArray.from_storage(pa.uuid(), binary.storage.take(idx))
     return out
 
 

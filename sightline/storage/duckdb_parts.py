@@ -612,11 +612,18 @@ class PartsMixin:
         from sightline.storage.schema import DERIVED_COLUMNS
 
         ts = events.column("timestamp")
+        # event names as their rank in sorted order: the sort compares integers, not strings
+        event = pc.dictionary_encode(events.column("event")).combine_chunks()
+        names = event.dictionary
+        rank = pc.rank(names, sort_keys="ascending", tiebreaker="first")  # 1-based
+        sorted_names = names.take(pc.sort_indices(names))
         keys = pa.table({"p": events.column("project_id"), "m": pc.floor_temporal(ts, unit="month"),
-                         "e": events.column("event"), "t": ts}).combine_chunks()
+                         "e": rank.take(event.indices), "t": ts}).combine_chunks()
         order = pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("m", "ascending"),
                                                  ("e", "ascending"), ("t", "ascending")])
         keys = keys.take(order)
+        sorted_event = pa.DictionaryArray.from_arrays(
+            pc.subtract(keys.column("e"), pa.scalar(1, rank.type)).cast(pa.int32()), sorted_names)
         props = events.column("properties")
         dictionary = pa.types.is_dictionary(props.type)
         if dictionary:
@@ -665,7 +672,7 @@ class PartsMixin:
         columns: dict[str, Any] = {}
         for c in _EVENT_COLUMNS:
             if c == "event":
-                columns[c] = keys.column("e")
+                columns[c] = sorted_event
             elif c == "timestamp":
                 columns[c] = keys.column("t")
             elif c == "properties":
