@@ -612,18 +612,11 @@ class PartsMixin:
         from sightline.storage.schema import DERIVED_COLUMNS
 
         ts = events.column("timestamp")
-        # event names as their rank in sorted order: the sort compares integers, not strings
-        event = pc.dictionary_encode(events.column("event")).combine_chunks()
-        names = event.dictionary
-        rank = pc.rank(names, sort_keys="ascending", tiebreaker="first")  # 1-based
-        sorted_names = names.take(pc.sort_indices(names))
-        keys = pa.table({"p": events.column("project_id"), "m": pc.floor_temporal(ts, unit="month"),
-                         "e": rank.take(event.indices), "t": ts}).combine_chunks()
+        month = pc.floor_temporal(ts.cast(pa.timestamp("us")), unit="month")  # (UTC: naive is faster)
+        keys = pa.table({"p": events.column("project_id"), "m": month, "e": events.column("event"),
+                         "t": ts}).combine_chunks()
         order = pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("m", "ascending"),
                                                  ("e", "ascending"), ("t", "ascending")])
-        keys = keys.take(order)
-        sorted_event = pa.DictionaryArray.from_arrays(
-            pc.subtract(keys.column("e"), pa.scalar(1, rank.type)).cast(pa.int32()), sorted_names)
         props = events.column("properties")
         dictionary = pa.types.is_dictionary(props.type)
         if dictionary:
@@ -672,15 +665,16 @@ class PartsMixin:
         columns: dict[str, Any] = {}
         for c in _EVENT_COLUMNS:
             if c == "event":
-                columns[c] = sorted_event
+                columns[c] = keys.column("e").take(order)
             elif c == "timestamp":
-                columns[c] = keys.column("t")
+                columns[c] = keys.column("t").take(order)
             elif c == "properties":
                 columns[c] = props
             elif c in derived:
                 columns[c] = derived[c]
-            elif c in ids:
-                columns[c] = ids[c].take(order)
+            elif c in ids:  # (taking from one chunk is much faster for extension arrays)
+                col = ids[c]
+                columns[c] = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).take(order)
             else:
                 col = events.column(c)
                 columns[c] = pa.nulls(len(col), col.type) if col.null_count == len(col) else col.take(order)
@@ -688,8 +682,9 @@ class PartsMixin:
         return self._write_sorted_parts(table, keys)
 
     def _write_sorted_parts(self, table: pa.Table, keys: pa.Table) -> list[PartFile]:
-        """Write ``table`` (sorted like ``keys``: project, month, event, timestamp) as one zstd
-        file per (project, month); fsynced and renamed, not registered."""
+        """Write ``table`` (sorted by project, month, event, timestamp) as one zstd file per
+        (project, month), the months and time ranges given by ``keys`` (p, m, t; any order);
+        fsynced and renamed, not registered."""
         import pyarrow.parquet as pq
 
         from sightline.ingest.normalize import uuid7
