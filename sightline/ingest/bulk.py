@@ -51,8 +51,11 @@ BATCH_ROWS = 250_000
 PART_ROWS = 2_000_000
 PART_BYTES = 256 * 1024 * 1024
 # rows whose persons are resolved together (in time order; a unit of PART_ROWS is resolved in
-# a few such chunks, so that the part writer starts early)
+# a few such chunks, so that the part writer starts early; a file of known size under 8M rows
+# uses chunks of an eighth of it, at least BATCH_ROWS)
 RESOLVE_ROWS = 1_000_000
+# validated batches handed to the writer thread ahead of the one it works on
+JOBS_AHEAD = 4
 UUID_RE = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 # A row goes through the per-event identity rules if its event is one of these …
@@ -918,7 +921,7 @@ def _reload_identity(core) -> None:
 
 
 def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: ImportSummary,
-                   project_id: int | None = None, progress=None) -> ImportSummary:
+                   project_id: int | None = None, progress=None, total_rows: int | None = None) -> ImportSummary:
     """Validate batches here while the writer thread resolves the previous one (one in flight).
 
     With a store that writes partition files (DuckDB), resolved batches are held back and
@@ -938,6 +941,8 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
     units: list[_Unit] = []       # frozen by the writer thread, handed over by this one
     in_flight: deque = deque()
     candidates = loaded = 0
+    # smaller chunks for a small file: its persons are resolved while it is still being read
+    resolve_rows = RESOLVE_ROWS if not total_rows else min(RESOLVE_ROWS, max(BATCH_ROWS, total_rows // 8))
 
     def resolve(now: datetime) -> None:
         """In the writer thread: resolve the held-back rows (one chunk, in time order)."""
@@ -1010,14 +1015,14 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
                     if kept.num_rows:
                         created = pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), kept.num_rows)
                         pending.append(kept.append_column("created_at", created))
-                    if sum(t.num_rows for t in pending) >= RESOLVE_ROWS:
+                    if sum(t.num_rows for t in pending) >= resolve_rows:
                         resolve(now)
                     if (sum(t.num_rows for t in pending + resolved) >= PART_ROWS
                             or sum(t.nbytes for t in pending + resolved) >= PART_BYTES):
                         freeze(now)
                 return _EMPTY  # stored with its unit
 
-            settle_checked(depth=1)  # the writer thread may work on one batch while another waits
+            settle_checked(depth=JOBS_AHEAD)  # batches wait while the writer thread resolves a chunk
             in_flight.append(writer.submit_job(job))
     finally:
         try:
@@ -1054,7 +1059,7 @@ def import_files(core, paths: Sequence[Path], *, fmt: str = "auto", project_id: 
         bar = _progress_bar(progress, total, path.name, unit_size=None if total else path.stat().st_size)
         try:
             import_batches(core, read_batches(path, fmt), summary=summary, project_id=project_id,
-                           progress=bar)
+                           progress=bar, total_rows=total)
         finally:
             if bar is not None:
                 bar.close()
