@@ -941,6 +941,7 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
     units: list[_Unit] = []       # frozen by the writer thread, handed over by this one
     in_flight: deque = deque()
     candidates = loaded = 0
+    writer_failed = False  # a job of ours failed in the writer thread
     # smaller chunks for a small file: its persons are resolved while it is still being read
     resolve_rows = RESOLVE_ROWS if not total_rows else min(RESOLVE_ROWS, max(BATCH_ROWS, total_rows // 8))
 
@@ -974,11 +975,11 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
             stored = in_flight.popleft().result()
             loaded += stored
             summary.loaded += stored
+        if writer_failed:  # what the writer thread did after a failed job is not stored
+            units.clear()
         while units and parts is not None:
             parts.put(units[0])  # blocks while the part writer is a unit behind
             units.pop(0)  # (after put: a unit is always in one of the lists dedup reads)
-
-    writer_failed = False
 
     def settle_checked(depth: int = 0) -> None:
         nonlocal writer_failed
@@ -1006,6 +1007,8 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
 
             def job(identity: IdentityState, changes: Changes, table=table, pid=project.id,
                     now=now) -> pa.Table:
+                if writer_failed:  # an earlier job failed (the identity was reloaded): skip
+                    return _EMPTY
                 unstored = (pending + resolved + [u.table for u in list(units)]
                             + (list(parts.unstored) if parts else []))
                 with _no_gc():  # many new objects per batch: collections would double the time
@@ -1029,9 +1032,19 @@ def import_batches(core, batches: Iterable[pa.RecordBatch | list], *, summary: I
             settle_checked()
             if parts is not None and parts.error is None and not writer_failed:
                 # what was resolved is stored, even when reading a later batch failed
-                writer.run_job(lambda _identity, _changes: (freeze(datetime.now(UTC)), _EMPTY)[1])
+                def last(_identity, _changes) -> pa.Table:
+                    with _no_gc():
+                        freeze(datetime.now(UTC))
+                    return _EMPTY
+
+                writer.run_job(last)
                 settle_checked()
         finally:
+            while in_flight:  # after a failure: let the jobs already submitted end first
+                try:
+                    in_flight.popleft().result()
+                except BaseException:
+                    writer_failed = True
             if parts is not None:
                 try:
                     stored = parts.close()

@@ -150,3 +150,33 @@ def test_a_unit_commits_its_files_and_persons_together(tmp_path, small_parts, mo
         assert again.loaded == len(rows) - calls[0] and again.duplicates == calls[0]
         assert core.storage.execute("SELECT count(DISTINCT person_id) FROM events").rows[0][0] == 500
         assert core.storage.execute("SELECT count(*) FROM persons").rows[0][0] == 500
+
+
+def test_a_failure_in_the_writer_thread_leaves_store_and_memory_consistent(tmp_path, small_parts, monkeypatch):
+    rows = _rows(1000)
+    for i, r in enumerate(rows):
+        r["distinct_id"] = f"user_{i // 2}"
+    path = tmp_path / "events.parquet"
+    _write(path, rows)
+    real = bulk.resolve_persons
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bulk, "resolve_persons", flaky)
+    with sightline.open(tmp_path / "d") as core:
+        with pytest.raises(Exception):
+            bulk.import_files(core, [path], progress=False)
+        pid = core.resolve_project(None).id
+        stored = {r[0] for r in core.storage.execute("SELECT DISTINCT distinct_id FROM events").rows}
+        persons = {r[0] for r in core.storage.execute("SELECT CAST(id AS VARCHAR) FROM persons").rows}
+        assert persons == {person_uuid(pid, d) for d in stored}
+        assert {d for (p, d) in core.writer.identity.distinct_ids if p == pid} == stored
+        monkeypatch.setattr(bulk, "resolve_persons", real)
+        bulk.import_files(core, [path], progress=False)
+        assert core.storage.execute("SELECT count(*) FROM events").rows[0][0] == len(rows)
+        assert core.storage.execute("SELECT count(*) FROM persons").rows[0][0] == 500
