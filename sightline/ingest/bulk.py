@@ -583,6 +583,10 @@ def resolve_persons(table: pa.Table, resolver: _Resolver, identity: IdentityStat
     are resolved column-wise, one look-up per distinct id and batch (none at all for an id an
     earlier batch resolved), and a new distinct id gets a new person created at its earliest
     row (what processing its rows in time order gives).
+
+    Assumes the import is the only writer of identity while it runs (``sightline import`` owns
+    its data directory): the distinct ids it resolved are not looked up again unless its own
+    per-event rows touch them.
     """
     n = table.num_rows
     project_id = resolver.project_id
