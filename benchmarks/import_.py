@@ -105,6 +105,8 @@ def _child(args: argparse.Namespace) -> int:
         sys.path.insert(0, args.child_code)
     else:
         sys.path.insert(0, str(ROOT))
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sightline-import-bench-", dir=args.work))
     try:
         if args.child == "reference":
