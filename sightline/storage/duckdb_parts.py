@@ -361,9 +361,7 @@ class PartsMixin:
         VARCHAR) at about half the cost of DuckDB's sort + Parquet writer. Fsynced and
         renamed, not registered."""
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
-        from sightline.ingest.normalize import uuid7
         from sightline.storage.duckdb_backend import _DERIVED_LIST, _EVENT_COLUMNS
         from sightline.storage.schema import DERIVED_COLUMNS
 
@@ -400,6 +398,15 @@ class PartsMixin:
             derived = derived.take(pc.sort_indices(rows))  # DuckDB did not keep the order
         table = pa.table({c: derived.column(c) if c in derived.column_names else events.column(c)
                           for c in _EVENT_COLUMNS})
+        return self._write_part_files(table, keys)
+
+    def _write_part_files(self, table: pa.Table, keys: pa.Table, **write_options: Any) -> list[PartFile]:
+        """Write ``table`` (rows grouped by project, then month, as ``keys`` — columns p, m, t —
+        says) as one durable part file per (project, month); all or nothing."""
+        import pyarrow.parquet as pq
+
+        from sightline.ingest.normalize import uuid7
+
         groups = keys.group_by(["p", "m"], use_threads=False).aggregate(
             [("t", "count"), ("t", "min"), ("t", "max")]).sort_by([("p", "ascending"), ("m", "ascending")])
         written: list[PartFile] = []
@@ -414,7 +421,7 @@ class PartsMixin:
                 final = self.parts_dir / name
                 tmp = final.with_name(final.name + ".tmp")
                 pq.write_table(table.slice(offset, n), tmp, compression="zstd",
-                               compression_level=PART_ZSTD_LEVEL, row_group_size=ROW_GROUP_SIZE)
+                               compression_level=PART_ZSTD_LEVEL, row_group_size=ROW_GROUP_SIZE, **write_options)
                 offset += n
                 _fsync_path(tmp)
                 os.replace(tmp, final)
@@ -685,39 +692,9 @@ class PartsMixin:
         """Write ``table`` (sorted by project, month, event, timestamp) as one zstd file per
         (project, month), the months and time ranges given by ``keys`` (p, m, t; any order);
         fsynced and renamed, not registered."""
-        import pyarrow.parquet as pq
-
-        from sightline.ingest.normalize import uuid7
-
-        groups = keys.group_by(["p", "m"], use_threads=False).aggregate(
-            [("t", "count"), ("t", "min"), ("t", "max")]).sort_by([("p", "ascending"), ("m", "ascending")])
         # unique values (uuid, timestamps) skip the dictionary attempt: same files, less work
         dictionary = [c for c in table.column_names if c not in ("uuid", "timestamp")]
-        written: list[PartFile] = []
-        offset = 0
-        try:
-            for project_id, m, n, lo, hi in zip(*(groups.column(c).to_pylist() for c in
-                                                 ("p", "m", "t_count", "t_min", "t_max"))):
-                month_dt = datetime(m.year, m.month, 1, tzinfo=UTC)
-                folder = partition_dir(project_id, month_dt)
-                (self.parts_dir / folder).mkdir(parents=True, exist_ok=True)
-                name = f"{folder}/part-{uuid7()}.parquet"
-                final = self.parts_dir / name
-                tmp = final.with_name(final.name + ".tmp")
-                pq.write_table(table.slice(offset, n), tmp, compression="zstd",
-                               compression_level=PART_ZSTD_LEVEL, row_group_size=ROW_GROUP_SIZE,
-                               store_schema=False, use_dictionary=dictionary)
-                offset += n
-                _fsync_path(tmp)
-                os.replace(tmp, final)
-                written.append(PartFile(name, int(n), lo.astimezone(UTC), hi.astimezone(UTC), int(project_id),
-                                        month_dt, final.stat().st_size))
-            for folder in {str(Path(w.name).parent) for w in written}:
-                _fsync_path(self.parts_dir / folder)
-        except BaseException:
-            self._unlink(written)
-            raise
-        return written
+        return self._write_part_files(table, keys, store_schema=False, use_dictionary=dictionary)
 
     def register_import_unit(self, added: list[PartFile], changes: Any = None,
                              new_persons: pa.Table | None = None) -> None:

@@ -180,3 +180,27 @@ def test_a_failure_in_the_writer_thread_leaves_store_and_memory_consistent(tmp_p
         bulk.import_files(core, [path], progress=False)
         assert core.storage.execute("SELECT count(*) FROM events").rows[0][0] == len(rows)
         assert core.storage.execute("SELECT count(*) FROM persons").rows[0][0] == 500
+
+
+def test_storage_append_part_writes_one_file_per_month(tmp_path):
+    """The storage interface's bulk append (``append_part``) on DuckDB: an Arrow batch across a
+    month boundary becomes one registered part file per (project, month), and every row reads back."""
+    from sightline.ingest.normalize import Event, uuid7
+    from sightline.persons.identity import Changes
+    from sightline.storage.schema import events_to_arrow
+
+    with sightline.open(tmp_path / "data") as core:
+        pid = core.resolve_project(None).id
+        events = [Event(uuid=uuid7(), event="append_part_test", distinct_id=f"d{i}",
+                        timestamp=T0 + timedelta(hours=20 * i), properties={"i": i},
+                        properties_json=orjson.dumps({"i": i}).decode(), person_id=person_uuid(pid, f"d{i}"))
+                  for i in range(6)]
+        core.storage.append_part(events_to_arrow(events, [pid] * len(events), datetime.now(UTC)), Changes())
+        parts = core.storage.part_files()
+        assert sorted(p.month.strftime("%Y-%m") for p in parts) == ["2024-03", "2024-04"]
+        assert sum(p.rows for p in parts) == len(events)
+        stored = core.storage.execute(
+            "SELECT CAST(uuid AS VARCHAR), CAST(person_id AS VARCHAR), properties FROM events "
+            "WHERE event = 'append_part_test'").rows
+        assert {u: (p, orjson.loads(props)["i"]) for u, p, props in stored} == \
+            {e.uuid: (e.person_id, e.properties["i"]) for e in events}
