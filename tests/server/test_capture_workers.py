@@ -7,7 +7,6 @@ import base64
 import gzip
 import os
 import signal
-import threading
 import time
 import uuid
 
@@ -15,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from durakit import assert_nothing_acknowledged_lost, kill_mid_ingestion
 from livesrv import start_server, stop_server
 
 
@@ -134,57 +134,13 @@ def test_sigkill_with_workers_loses_no_acknowledged_event(tmp_path):
     data = tmp_path / "data"
     server = start_server(data, args=["--capture-workers", "2"])
     helpers = _children(server.proc.pid)
-    acked: list[list[str]] = []
-    sent: list[list[str]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def sender(worker: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as c:
-            n = 0
-            while not stop.is_set():
-                ids = [str(uuid.uuid4()) for _ in range(50)]
-                batch = [{"event": "durable", "distinct_id": f"w{worker}-{i % 5}", "uuid": u,
-                          "properties": {"n": n}} for i, u in enumerate(ids)]
-                with lock:
-                    sent.append(ids)
-                try:
-                    r = c.post("/batch/", content=gzip.compress(orjson.dumps({"api_key": server.token, "batch": batch})),
-                               headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
-                except httpx.HTTPError:
-                    return
-                if r.status_code == 200:
-                    with lock:
-                        acked.append(ids)
-                n += 1
-
-    threads = [threading.Thread(target=sender, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    deadline = time.time() + 20
-    while time.time() < deadline and len(acked) < 200:
-        time.sleep(0.05)
-    server.proc.send_signal(signal.SIGKILL)
-    server.proc.wait()
-    stop.set()
-    for t in threads:
-        t.join()
-    assert len(acked) >= 50, "the load never got going"
+    acked, sent = kill_mid_ingestion(server, gzip=True)
     # the helpers see their pipe close and exit by themselves
     deadline = time.time() + 10
     while time.time() < deadline and any(os.path.exists(f"/proc/{p}") and _state(p) != "Z" for p in helpers):
         time.sleep(0.1)
     assert not [p for p in helpers if os.path.exists(f"/proc/{p}") and _state(p) != "Z"]
-
-    restarted = start_server(data)
-    try:
-        stored = {e["uuid"] for e in restarted.events(event="durable")}
-    finally:
-        stop_server(restarted)
-    missing = [u for ids in acked for u in ids if u not in stored]
-    assert not missing, f"{len(missing)} acknowledged events lost"
-    for ids in sent:
-        assert sum(u in stored for u in ids) in (0, len(ids))
+    assert_nothing_acknowledged_lost(data, acked, sent)
 
 
 def _state(pid: int) -> str:

@@ -1,65 +1,18 @@
 """Nothing acknowledged is lost: SIGKILL the server mid-ingestion and count after restart."""
 
 import signal
-import threading
-import time
 import uuid
 
 import httpx
 
+from durakit import assert_nothing_acknowledged_lost, kill_mid_ingestion
 from livesrv import start_server, stop_server
 
 
 def test_sigkill_during_ingestion_loses_no_acknowledged_event(tmp_path):
     data = tmp_path / "data"
-    server = start_server(data)
-    acked: list[list[str]] = []
-    sent: list[list[str]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def sender(worker: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as c:
-            n = 0
-            while not stop.is_set():
-                ids = [str(uuid.uuid4()) for _ in range(50)]
-                batch = [{"event": "durable", "distinct_id": f"w{worker}-{i % 5}", "uuid": u,
-                          "properties": {"n": n, "worker": worker}} for i, u in enumerate(ids)]
-                with lock:
-                    sent.append(ids)
-                try:
-                    r = c.post("/batch/", json={"api_key": server.token, "batch": batch})
-                except httpx.HTTPError:
-                    return  # the server is gone
-                if r.status_code == 200:
-                    with lock:
-                        acked.append(ids)
-                n += 1
-
-    threads = [threading.Thread(target=sender, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    deadline = time.time() + 20
-    while time.time() < deadline and len(acked) < 200:
-        time.sleep(0.05)
-    server.proc.send_signal(signal.SIGKILL)  # no shutdown hook runs
-    server.proc.wait()
-    stop.set()
-    for t in threads:
-        t.join()
-    assert len(acked) >= 50, "the load never got going"
-
-    restarted = start_server(data)
-    try:
-        stored = {e["uuid"] for e in restarted.events(event="durable")}
-    finally:
-        stop_server(restarted)
-    missing = [u for ids in acked for u in ids if u not in stored]
-    assert not missing, f"{len(missing)} acknowledged events lost"
-    # all-or-nothing per request: no half-written batch
-    for ids in sent:
-        present = sum(u in stored for u in ids)
-        assert present in (0, len(ids))
+    acked, sent = kill_mid_ingestion(start_server(data))
+    assert_nothing_acknowledged_lost(data, acked, sent)
 
 
 def test_sigterm_flushes_and_exits_cleanly(tmp_path):
