@@ -117,7 +117,8 @@ class DuckDBDialect:
         return f"epoch({expr})"
 
     def epoch_ms(self, expr: str) -> str:
-        return f"epoch_ms({expr})"
+        # whole milliseconds, truncated like ClickHouse's intDiv (DuckDB's epoch_ms rounds half up)
+        return f"(epoch_us({expr}) // 1000)"
 
     def quantile(self, expr: str, q: float) -> str:
         return f"quantile_cont({expr}, {float(q)})"

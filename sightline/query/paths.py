@@ -196,7 +196,7 @@ def _edges_hashed(ctx: QueryContext, ev: list[str], limit: int, p) -> list[tuple
     steps = []
     for k in range(1, limit):
         cond = " AND ".join(f"n{j}" for j in range(k))
-        steps.append(f"SELECT {k} AS k, l{k - 1} AS a, l{k} AS b, epoch_ms(t{k}) - epoch_ms(t{k - 1}) AS dt "
+        steps.append(f"SELECT {k} AS k, l{k - 1} AS a, l{k} AS b, (epoch_us(t{k}) // 1000) - (epoch_us(t{k - 1}) // 1000) AS dt "
                      f"FROM heads WHERE {cond}")
     sql = ("WITH " + ", ".join(ctes) + " SELECT k, a, b, count(*), avg(dt) FROM (" + " UNION ALL ".join(steps)
            + ") GROUP BY k, a, b")

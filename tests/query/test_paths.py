@@ -114,3 +114,18 @@ def test_label_hash_fallback_and_tied_timestamps_agree(db, monkeypatch):
     monkeypatch.setattr(paths_mod, "_edges_hashed", lambda *a, **k: None)
     text = [db.query({"kind": "PathsQuery", "dateRange": RANGE, "pathsFilter": f})["results"] for f in filters]
     assert text == hashed
+
+
+def test_conversion_time_counts_whole_milliseconds_like_every_engine(db):
+    """Average conversion time is the mean of whole-millisecond differences (each timestamp
+    truncated to its millisecond), the same on DuckDB and ClickHouse: sub-millisecond parts that
+    rounding would carry up (0.5 ms and more) must not change the figure."""
+    def at(user, url, us):
+        return {"event": "$pageview", "distinct_id": user, "timestamp": (T0 + timedelta(microseconds=us)).isoformat(),
+                "properties": {"$current_url": url}}
+
+    db.ingest([at("x", "/a", 900), at("x", "/b", 10_001_400), at("y", "/a", 20_000_600), at("y", "/b", 30_002_499)])
+    res = db.query({"kind": "PathsQuery", "dateRange": RANGE, "pathsFilter": {}})["results"]
+    expected = ((10_001 - 0) + (30_002 - 20_000)) / 2  # rounding each instant would give 10,000.5
+    assert [(e["source"], e["target"], e["value"], e["average_conversion_time"]) for e in res] == \
+        [("1_/a", "2_/b", 2, expected)]
