@@ -5,8 +5,10 @@ lives in Parquet files partitioned by project and UTC month::
 
     parts/project=1/month=2026-10/part-<uuid7>.parquet
 
-each sorted by ``(event, timestamp)`` (row groups of one event, in time order: filters on the
-event and on the time range both skip row groups) and registered in ``event_parts`` with its
+each sorted by ``(event, person_id, timestamp)`` (row groups of one event: filters on the event
+skip row groups; within an event a person's rows are together and in time order, which makes
+the per-person hash tables of distinct counts, funnels and retention cache-friendly and lets
+paths merge presorted runs) and registered in ``event_parts`` with its
 project, month, row count, byte size and min/max timestamps. The ``events`` view is the hot
 table ``UNION ALL`` the registered files.
 
@@ -39,7 +41,9 @@ from typing import Any
 
 import pyarrow as pa
 
-PART_ORDER = "event, timestamp"
+# Rows of one event, then of one person, in time order: event filters skip row groups, and
+# per-person work (distinct counts, funnels, paths, retention) finds a person's events together.
+PART_ORDER = "event, person_id, timestamp"
 ROW_GROUP_SIZE = 122_880
 # zstd level 1: files within ~2 % of level 3's size, written in about half the time
 PART_ZSTD_LEVEL = 1
@@ -353,8 +357,8 @@ class PartsMixin:
         self._unlink(added)
 
     def _write_arrow_partitions(self, events: pa.Table) -> list[PartFile]:
-        """The bulk import's part writer: Arrow sorts the batch by (project, month, event,
-        timestamp), DuckDB casts the uuids and derives the hot columns from the properties
+        """The bulk import's part writer: the batch is sorted by (project, month, event, person,
+        timestamp) (:func:`part_order`), DuckDB casts the uuids and derives the hot columns from the properties
         (only those columns come back; the rest stay the batch's own Arrow buffers), and
         pyarrow writes one zstd file per (project, month). The files have the columns, order
         and types of :meth:`_write_partitions`'s (DuckDB reads back UUID, TIMESTAMPTZ,
@@ -370,8 +374,7 @@ class PartsMixin:
         month = pc.floor_temporal(ts, unit="month")
         keys = pa.table({"p": events.column("project_id"), "m": month, "e": events.column("event"),
                          "t": ts}).combine_chunks()
-        order = pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("m", "ascending"),
-                                                 ("e", "ascending"), ("t", "ascending")])
+        order = part_order(keys, events.column("person_id"))
         events = events.combine_chunks()  # two steps: at most two copies alive at a time
         events = events.take(order)
         keys = keys.take(order)
@@ -622,8 +625,10 @@ class PartsMixin:
         month = pc.floor_temporal(ts.cast(pa.timestamp("us")), unit="month")  # (UTC: naive is faster)
         keys = pa.table({"p": events.column("project_id"), "m": month, "e": events.column("event"),
                          "t": ts}).combine_chunks()
-        order = pc.sort_indices(keys, sort_keys=[("p", "ascending"), ("m", "ascending"),
-                                                 ("e", "ascending"), ("t", "ascending")])
+        hidden = {"uuid": "_sl_uuid16", "person_id": "_sl_person16"}  # (sightline.ingest.bulk)
+        ids = {c: events.column(hidden[c]) if hidden[c] in events.column_names else _uuid_array(events.column(c))
+               for c in ("uuid", "person_id")}
+        order = part_order(keys, ids["person_id"] if ids["person_id"] is not None else events.column("person_id"))
         props = events.column("properties")
         dictionary = pa.types.is_dictionary(props.type)
         if dictionary:
@@ -632,9 +637,6 @@ class PartsMixin:
         if isinstance(props, pa.ChunkedArray):
             props = props.combine_chunks()
         derived_cols = list(DERIVED_COLUMNS.values())
-        hidden = {"uuid": "_sl_uuid16", "person_id": "_sl_person16"}  # (sightline.ingest.bulk)
-        ids = {c: events.column(hidden[c]) if hidden[c] in events.column_names else _uuid_array(events.column(c))
-               for c in ("uuid", "person_id")}
         cur = self._con.cursor()  # its own session: lossless Arrow export (UUID columns stay UUID)
         try:
             cur.execute("SET arrow_lossless_conversion = true")
@@ -689,7 +691,7 @@ class PartsMixin:
         return self._write_sorted_parts(table, keys)
 
     def _write_sorted_parts(self, table: pa.Table, keys: pa.Table) -> list[PartFile]:
-        """Write ``table`` (sorted by project, month, event, timestamp) as one zstd file per
+        """Write ``table`` (sorted by project, month, :data:`PART_ORDER`) as one zstd file per
         (project, month), the months and time ranges given by ``keys`` (p, m, t; any order);
         fsynced and renamed, not registered."""
         # unique values (uuid, timestamps) skip the dictionary attempt: same files, less work
@@ -782,3 +784,40 @@ def _uuid_array(col: pa.Array | pa.ChunkedArray) -> pa.Array | None:
     raw = byte.astype(np.uint8)
     storage = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw.tobytes())])
     return pa.ExtensionArray.from_storage(pa.uuid(), storage)
+
+
+def part_order(keys: pa.Table, person: pa.Array | pa.ChunkedArray | None) -> pa.Array:
+    """Indices that sort a batch into part order, :data:`PART_ORDER`: project, month (keys
+    ``p``, ``m``), event (``e``), person, timestamp (``t``). ``person`` is the person id column
+    (Arrow UUIDs, or canonical uuid text; other text is sorted as text, which groups persons
+    just as well). Two steps: Arrow sorts by (p, m, e, t), then a stable numpy sort orders
+    each (p, m, e) run by person, keeping time order within a person — about half the cost of
+    one Arrow sort with the 16-byte key."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    base = [("p", "ascending"), ("m", "ascending"), ("e", "ascending")]
+    n = keys.num_rows
+    ids = person
+    if ids is not None and not pa.types.is_fixed_size_binary(getattr(ids.type, "storage_type", ids.type)):
+        ids = _uuid_array(ids)
+    if ids is None:  # some person id is not a canonical uuid: Arrow sorts the text
+        table = keys.append_column("person", person if person is not None else pa.nulls(n, pa.string()))
+        return pc.sort_indices(table, sort_keys=base + [("person", "ascending"), ("t", "ascending")])
+    order = pc.sort_indices(keys, sort_keys=base + [("t", "ascending")]).to_numpy()
+    if n < 2:
+        return pa.array(order)
+    ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    storage = ids.storage if isinstance(ids, pa.ExtensionArray) else ids
+    if storage.type.byte_width != 16:  # pragma: no cover
+        raise ValueError("person ids must be 16-byte uuids")
+    raw = np.frombuffer(storage.buffers()[1], dtype=">u8", count=2 * len(storage),
+                        offset=storage.offset * 16).reshape(-1, 2)[order]
+    hi, lo = raw[:, 0].astype(np.uint64), raw[:, 1].astype(np.uint64)  # byte order = uuid order
+    head = keys.select(["p", "m", "e"]).take(pa.array(order))
+    change = np.zeros(n, dtype=bool)
+    for c in ("p", "m", "e"):
+        col = head.column(c).combine_chunks()
+        change[1:] |= pc.not_equal(col.slice(1), col.slice(0, n - 1)).fill_null(True).to_numpy(zero_copy_only=False)
+    run = np.cumsum(change)
+    return pa.array(order[np.lexsort((lo, hi, run))])  # lexsort is stable: time order kept

@@ -83,16 +83,17 @@ def test_import_held_back_batches_dedup_rejections_and_months(tmp_path, small_pa
         for r in expected:
             firsts[r["distinct_id"]] = min(firsts.get(r["distinct_id"], r["timestamp"]), r["timestamp"])
         assert {person_uuid(pid, d): t for d, t in firsts.items()} == persons
-        # files: partitioned by month, sorted by (event, timestamp), small ones merged at the end
+        # files: partitioned by month, sorted by (event, person_id, timestamp), small ones merged at the end
         parts = core.storage.part_files()
         months = Counter(p.month.strftime("%Y-%m") for p in parts)
         assert set(months) == {"2024-03", "2024-04"} and all(n == 1 for n in months.values())
         assert sum(p.rows for p in parts) == len(expected)
         for p in parts:
-            t = pq.read_table(core.storage.parts_dir / p.name, columns=["event", "timestamp"])
-            keys = list(zip(t.column("event").to_pylist(), t.column("timestamp").to_pylist()))
+            t = pq.read_table(core.storage.parts_dir / p.name, columns=["event", "person_id", "timestamp"])
+            keys = list(zip(t.column("event").to_pylist(), t.column("person_id").to_pylist(),
+                            t.column("timestamp").to_pylist()))
             assert keys == sorted(keys)
-            assert p.min_timestamp == min(k[1] for k in keys) and p.max_timestamp == max(k[1] for k in keys)
+            assert p.min_timestamp == min(k[2] for k in keys) and p.max_timestamp == max(k[2] for k in keys)
 
         # the same file again: every row is a duplicate, nothing new is stored
         again = bulk.import_files(core, [path], progress=False)

@@ -229,10 +229,10 @@ def test_compaction_moves_settled_hot_rows_and_merges_small_files(tmp_path):
         assert {f.month.strftime("month=%Y-%m") for f in files} == \
             {(NOW - timedelta(days=40, hours=h)).strftime("month=%Y-%m") for h in range(48)}
         assert {f.relative_to(data / "parts").as_posix() for f in part_files(data)} == {f.name for f in files}
-        # files are sorted by (event, timestamp) inside
+        # files are sorted by (event, person_id, timestamp) inside
         for f in files:
-            t = pq.read_table(data / "parts" / f.name, columns=["event", "timestamp"]).to_pylist()
-            assert t == sorted(t, key=lambda r: (r["event"], r["timestamp"]))
+            t = pq.read_table(data / "parts" / f.name, columns=["event", "person_id", "timestamp"]).to_pylist()
+            assert t == sorted(t, key=lambda r: (r["event"], r["person_id"], r["timestamp"]))
 
 
 def test_prune_on_a_stopped_data_dir_and_orphans_are_removed(tmp_path):
