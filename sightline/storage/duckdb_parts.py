@@ -790,34 +790,61 @@ def part_order(keys: pa.Table, person: pa.Array | pa.ChunkedArray | None) -> pa.
     """Indices that sort a batch into part order, :data:`PART_ORDER`: project, month (keys
     ``p``, ``m``), event (``e``), person, timestamp (``t``). ``person`` is the person id column
     (Arrow UUIDs, or canonical uuid text; other text is sorted as text, which groups persons
-    just as well). Two steps: Arrow sorts by (p, m, e, t), then a stable numpy sort orders
-    each (p, m, e) run by person, keeping time order within a person — about half the cost of
-    one Arrow sort with the 16-byte key."""
+    just as well).
+
+    Three stable numpy sorts, each on one integer key, last key first: the timestamp (input is
+    usually almost in time order), the first 8 bytes of the person uuid, and a dense code of
+    (project, month, event) (radix sort on 16 bits). Two persons sharing their first 8 bytes
+    (practically never) make it sort all keys at once instead. About 1.5x the cost of the old
+    (event, timestamp) Arrow sort, a third of Arrow's sort with the 16-byte key."""
     import numpy as np
     import pyarrow.compute as pc
 
-    base = [("p", "ascending"), ("m", "ascending"), ("e", "ascending")]
     n = keys.num_rows
     ids = person
     if ids is not None and not pa.types.is_fixed_size_binary(getattr(ids.type, "storage_type", ids.type)):
         ids = _uuid_array(ids)
     if ids is None:  # some person id is not a canonical uuid: Arrow sorts the text
         table = keys.append_column("person", person if person is not None else pa.nulls(n, pa.string()))
-        return pc.sort_indices(table, sort_keys=base + [("person", "ascending"), ("t", "ascending")])
-    order = pc.sort_indices(keys, sort_keys=base + [("t", "ascending")]).to_numpy()
+        return pc.sort_indices(table, sort_keys=[("p", "ascending"), ("m", "ascending"), ("e", "ascending"),
+                                                 ("person", "ascending"), ("t", "ascending")])
     if n < 2:
-        return pa.array(order)
+        return pa.array(np.arange(n, dtype=np.int64))
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
     storage = ids.storage if isinstance(ids, pa.ExtensionArray) else ids
     if storage.type.byte_width != 16:  # pragma: no cover
         raise ValueError("person ids must be 16-byte uuids")
-    raw = np.frombuffer(storage.buffers()[1], dtype=">u8", count=2 * len(storage),
-                        offset=storage.offset * 16).reshape(-1, 2)[order]
-    hi, lo = raw[:, 0].astype(np.uint64), raw[:, 1].astype(np.uint64)  # byte order = uuid order
-    head = keys.select(["p", "m", "e"]).take(pa.array(order))
-    change = np.zeros(n, dtype=bool)
+    raw = np.frombuffer(storage.buffers()[1], dtype=">u8", count=2 * n, offset=storage.offset * 16).reshape(-1, 2)
+    hi = raw[:, 0].astype(np.uint64)  # big-endian halves: integer order = byte order = uuid order
+    t = _column(keys, "t").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    code = _group_code(keys)
+    order = np.argsort(t, kind="stable")
+    order = order[np.argsort(hi[order], kind="stable")]
+    order = order[np.argsort(code[order], kind="stable")]
+    h = hi[order]
+    lo = raw[:, 1].astype(np.uint64)
+    tie = (h[1:] == h[:-1]) & (lo[order][1:] != lo[order][:-1])
+    if tie.any():  # two persons share their first 8 bytes: sort on the whole key
+        order = np.lexsort((t, lo, hi, code))
+    return pa.array(order)
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _group_code(keys: pa.Table):
+    """Per row, the rank of its (p, m, e) among the batch's distinct ones, in sort order
+    (uint16 when they fit, so numpy's stable sort is a radix sort)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    code = None
     for c in ("p", "m", "e"):
-        col = head.column(c).combine_chunks()
-        change[1:] |= pc.not_equal(col.slice(1), col.slice(0, n - 1)).fill_null(True).to_numpy(zero_copy_only=False)
-    run = np.cumsum(change)
-    return pa.array(order[np.lexsort((lo, hi, run))])  # lexsort is stable: time order kept
+        enc = pc.dictionary_encode(_column(keys, c))
+        rank = np.empty(len(enc.dictionary), dtype=np.int64)
+        rank[pc.sort_indices(enc.dictionary).to_numpy()] = np.arange(len(enc.dictionary))
+        part = rank[enc.indices.to_numpy(zero_copy_only=False)]
+        code = part if code is None else code * len(enc.dictionary) + part
+    return code.astype(np.uint16) if code.max() < 65536 else code

@@ -144,5 +144,6 @@ def create_app(core: Sightline) -> Starlette:
     app.state.core = core
     app.state.flags = core.flags
     ui_routes.install(app)  # web app state: setup code, login limiter, assets, default dashboard
+    app.add_middleware(capture.CaptureFastPath)  # inside CORS: capture requests skip the router
     app.add_middleware(CORSMiddleware)
     return app
