@@ -44,6 +44,11 @@ import orjson
 
 from sightline.errors import InvalidInput, PayloadTooLarge, SightlineError
 
+try:  # optional: ISA-L's inflate, about twice zlib's speed on the everyday gzip body (_gunzip)
+    from isal import isal_zlib as _isal  # type: ignore[import-not-found]
+except Exception:  # pragma: no cover - depends on the environment
+    _isal = None
+
 try:  # optional: zstd is only needed for opt-in v1 capture bodies
     import zstandard as _zstd  # type: ignore[import-not-found]
 except Exception:  # pragma: no cover - depends on the environment
@@ -234,6 +239,9 @@ def _inflate(data: bytes, wbits: int, max_bytes: int, what: str) -> bytes:
     try:
         while True:
             chunk = d.decompress(buf, max_bytes + 1 - len(out))
+            if d.eof and not out and len(chunk) <= max_bytes and \
+                    not (wbits == 31 and d.unused_data[:2] == b"\x1f\x8b"):
+                return chunk  # the whole stream in one call (the usual case): no copies
             out += chunk
             if len(out) > max_bytes:
                 raise _too_large(f"decompressed {what} payload", max_bytes)
@@ -253,6 +261,18 @@ def _inflate(data: bytes, wbits: int, max_bytes: int, what: str) -> bytes:
 
 
 def _gunzip(data: bytes, max_bytes: int) -> bytes:
+    if _isal is not None and data[:4] == b"\x1f\x8b\x08\x00":
+        # The SDKs' gzip (deflate, no header flags) through ISA-L when it decodes the whole body in
+        # one go: the same bytes as zlib. Everything else (an error, a truncated or concatenated
+        # stream, too large, header flags, which ISA-L checks more loosely) takes zlib's path
+        # below, so its answer and error messages stay exactly zlib's.
+        try:
+            d = _isal.decompressobj(31)
+            out = d.decompress(data, max_bytes + 1)
+            if d.eof and len(out) <= max_bytes and d.unused_data[:2] != b"\x1f\x8b":
+                return out
+        except _isal.error:
+            pass
     return _inflate(data, 31, max_bytes, "gzip")
 
 
