@@ -17,6 +17,7 @@ from sightline.query.filters import PERSON_ID, properties_sql, test_account_filt
 from sightline.query.model import PathsQuery
 
 SESSION_GAP_SECONDS = 30 * 60
+FAST_PATHS = True  # DuckDB: the sort-free version (paths_fast) when it applies; tests switch it off to compare
 # Used when the project has not set its own path-cleaning rules: numeric and UUID-like URL parts.
 DEFAULT_PATH_CLEANING = [
     {"regex": r"/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(/|$|\?)", "alias": r"/:id\1"},
@@ -70,20 +71,35 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
         label = d.regexp_replace(label, p.add(str(rule['regex']), 're'),
                                  p.add(_sql_alias(str(rule.get('alias', ''))), 'alias'), all_matches=True)
     excluded = getattr(q.pathsFilter, "excludeEvents", None) or []
+    events_cond = "(" + " OR ".join(event_conds) + ")"
     where = [f"e.project_id = {scope.project}", f"e.timestamp >= {p.add(rng.start, 'start')}",
-             f"e.timestamp <= {p.add(rng.end, 'end')}", "(" + " OR ".join(event_conds) + ")",
+             f"e.timestamp <= {p.add(rng.end, 'end')}", events_cond,
              properties_sql(q.properties, scope)]
     if q.filterTestAccounts:
         where.append(properties_sql(test_account_filters(ctx.settings), scope))
     limit = pf.stepLimit
+    where_sql = " AND ".join(w for w in where if w != "true")
+    drop = d.has(p.add([str(x) for x in excluded], "ex"), "label") if excluded else None
+    joins = scope.joins()
     ev = [
         f"ev AS (SELECT {PERSON_ID} AS actor, e.timestamp AS ts, e.uuid AS uuid, {label} AS label "
-        f"FROM events e{scope.joins()} WHERE {' AND '.join(w for w in where if w != 'true')})",
-        "ev2 AS (SELECT * FROM ev WHERE label IS NOT NULL" +
-        (f" AND NOT {d.has(p.add([str(x) for x in excluded], 'ex'), 'label')})" if excluded else ")"),
+        f"FROM events e{joins} WHERE {where_sql})",
+        "ev2 AS (SELECT * FROM ev WHERE label IS NOT NULL" + (f" AND NOT {drop})" if drop else ")"),
     ]
     if not pf.startPoint and not pf.endPoint:
-        return _result(_edges_from_starts(ctx, ev, limit, p), q)
+        edges = None
+        # the sort-free version (paths_fast): labels from the event name and the materialized URL only
+        if FAST_PATHS and d.name == "duckdb" and types <= {"$pageview", "custom_event"} and (
+                "$pageview" not in types or d.event_property(p, "$current_url") == "e.mat_current_url"):
+            from sightline.query import paths_fast
+
+            edges = paths_fast.edges(ctx, paths_fast.FastInput(
+                joins=joins, where=where_sql, label=label, drop=drop, actor=PERSON_ID, project=scope.project,
+                events=events_cond, start=rng.start, end=rng.end, params=p.values,
+                limit=limit))
+        if edges is None:
+            edges = _edges_from_starts(ctx, ev, limit, p)
+        return _result(edges, q)
     ctes = ev + [
         f"g AS (SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR {d.epoch('ts')} - {d.epoch('lag(ts) OVER w')} >= "
         f"{SESSION_GAP_SECONDS} THEN 1 ELSE 0 END AS brk FROM ev2 WINDOW w AS (PARTITION BY actor ORDER BY ts, uuid))",

@@ -1,0 +1,433 @@
+"""Paths without a global sort (DuckDB): edges between the first ``limit`` items of every path
+session, from arrays in the order the store already keeps them.
+
+Part files are sorted by ``(event, person_id, timestamp)``, so a scan of the ``events`` view
+(which DuckDB returns in insertion order: hot rows, then each file in turn) yields, per file,
+each person's ``$pageview`` rows together and in time order: a *run*. An actor's whole sequence
+is its runs one after the other, provided they do not overlap in time. So instead of sorting
+~10M rows, this module
+
+1. fetches four integer columns per event: the actor's uuid as two 64-bit halves, the
+   timestamp in microseconds, and a *slot*: a few bits of the 64-bit hash of the event's
+   ``(event, $current_url)``, chosen (from the distinct values, read first in the same
+   snapshot) so that every distinct value has its own slot. The label of each distinct value is
+   computed by DuckDB with the very expression of the general query (trailing slash, path
+   cleaning, exclusions), so labels are exactly the SQL's and the per-row work is integer work;
+2. sorts the *runs* (~1/6 of the rows) by actor, stably (the runs of each file are already in
+   actor order, so this is a merge), and links the last row of each run to the first row of
+   the actor's next run;
+3. does the SQL's passes over the arrays in file order: ``sn`` (followed by the actor's next
+   event within the session gap, compared in double epoch seconds like SQL), the collapse of a
+   duplicate followed within the gap by its own label, session starts; then walks at most
+   ``limit - 1`` steps from each session's first kept item, counting edges and summing whole
+   millisecond differences (``epoch_us // 1000``, truncated) per (step, source, target).
+
+Actors whose rows do not fit the pattern (two runs overlapping in time, e.g. hot rows next to
+part rows or a merged person's old rows; rows out of order inside a run; two events with the
+same timestamp, ordered by uuid in SQL; two actors sharing the upper 64 bits) are *problem
+actors*: their edges come from the general SQL restricted to them, in the same read-only
+transaction. Counts and sums add up; the average is ``sum / count`` in doubles, which is what
+DuckDB's ``avg`` of integers computes. So the edges are the general path's exactly; tests
+compare both on edge cases.
+
+:func:`edges` returns ``None`` when it does not apply (caller runs the general SQL).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sightline.query.context import _PARAM
+
+SESSION_GAP_SECONDS = 30 * 60
+GAP_US = SESSION_GAP_SECONDS * 1_000_000
+MAX_DISTINCT = 1 << 20        # distinct (event, url) values; beyond, the general SQL
+MAX_FILE_VALUES = 1 << 16     # a part file with more distinct values is not cached
+MAX_CACHED_FILES = 4096
+# (part file path, event condition) → its distinct (event, $current_url), least recently used first
+_VALUES: OrderedDict[tuple[str, str], list | None] = OrderedDict()
+LOW64 = "18446744073709551615::UHUGEINT"
+OVERRIDES_JOIN = (" LEFT JOIN person_overrides o ON o.project_id = e.project_id "
+                  "AND o.old_person_id = e.person_id")  # Scope.joins() when nothing else is joined
+
+
+@dataclass
+class FastInput:
+    """What :func:`edges` needs from :func:`sightline.query.paths.run`."""
+
+    joins: str          # " LEFT JOIN ..." after ``events e``
+    where: str          # the WHERE condition of the general query's ``ev`` CTE
+    label: str          # the label expression over ``e.event`` and ``e.mat_current_url``
+    drop: str | None    # extra condition on ``label`` that removes a row (excluded labels)
+    actor: str          # the actor expression (PERSON_ID)
+    project: str        # the project id's parameter
+    events: str         # the condition on ``e.event`` (part of ``where``)
+    start: Any          # the range (part of ``where``)
+    end: Any
+    params: dict[str, Any]
+    limit: int
+
+
+class _Snapshot:
+    """One DuckDB cursor in a read-only transaction (every statement sees the same data),
+    interrupted after ``timeout_s`` like :meth:`DuckDBStorage.query`."""
+
+    def __init__(self, con: Any, timeout_s: float | None, timings: list, parts_dir: Any = None):
+        self.parts_dir = parts_dir
+        self.cur = con.cursor()
+        self.timings = timings
+        self.timed_out = threading.Event()
+        self.timer = None
+        self.cur.execute("BEGIN TRANSACTION READ ONLY")
+        if timeout_s is not None:
+            def fire() -> None:
+                self.timed_out.set()
+                self.cur.interrupt()
+
+            self.timer = threading.Timer(max(float(timeout_s), 0.0), fire)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def run(self, sql: str, params: dict[str, Any], arrow: bool = False):
+        used = set(_PARAM.findall(sql))
+        params = {k: v for k, v in params.items() if k in used}
+        started = time.perf_counter()
+        rel = self.cur.sql(sql, params=params or None)
+        out = rel.to_arrow_table() if arrow else rel.fetchall()
+        self.timings.append((sql[:80], time.perf_counter() - started))
+        return out
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            self.cur.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the cursor may be interrupted already
+            pass
+        self.cur.close()
+
+
+def edges(ctx: Any, fi: FastInput) -> list[tuple] | None:
+    """``[(source, target, count, average ms)]`` like ``paths._edges_from_starts``, or ``None``."""
+    import duckdb
+
+    con = getattr(ctx.storage, "_con", None)
+    if con is None or ctx.dialect.name != "duckdb" or fi.limit < 1:
+        return None
+    snap = _Snapshot(con, ctx.timeout_s, ctx.timings, getattr(ctx.storage, "parts_dir", None))
+    try:
+        return _edges(snap, fi)
+    except duckdb.Error:
+        if snap.timed_out.is_set():
+            from sightline.errors import InvalidInput
+
+            raise InvalidInput(f"The query ran longer than its limit of {ctx.timeout_s:g} s; narrow the "
+                               "date range or the filters.", code="query_timeout", status=408) from None
+        raise
+    finally:
+        snap.close()
+
+
+def _slots(hashes: np.ndarray) -> tuple[int, int] | None:
+    """(shift, bits) such that ``(h >> shift) & (2**bits - 1)`` differs for every hash."""
+    n = len(hashes)
+    for bits in range(max(n - 1, 1).bit_length() + 1, 23):
+        mask = np.uint64((1 << bits) - 1)
+        for shift in range(0, 64 - bits + 1, 3):
+            slot = (hashes >> np.uint64(shift)) & mask
+            if len(np.unique(slot)) == n:
+                return shift, bits
+    return None
+
+
+def _values(snap: _Snapshot, fi: FastInput) -> list[tuple[str, str | None]] | None:
+    """A superset of the distinct ``(event, $current_url)`` of the rows the query reads: those
+    of the hot rows, and those of every part file that may hold the project's rows in the
+    range (files never change once written: each file's values are read once per process)."""
+    params = {"fv_start": fi.start, "fv_end": fi.end, **fi.params}
+    files = snap.run(
+        "SELECT p.name FROM event_parts p LEFT JOIN event_part_layout l USING (name) "
+        f"WHERE (l.project_id = {fi.project} OR l.project_id IS NULL) AND (p.min_timestamp IS NULL "
+        "OR p.max_timestamp IS NULL OR (p.min_timestamp <= $fv_end AND p.max_timestamp >= $fv_start))", params)
+    root = snap.parts_dir
+    paths = [str(root / name) for (name,) in files]
+    missing = [f for f in paths if (f, fi.events) not in _VALUES]
+    if missing:
+        found: dict[str, set] = {f: set() for f in missing}
+        for event, url, name in snap.run(
+                "SELECT DISTINCT e.event, e.mat_current_url, e.filename FROM "
+                f"read_parquet($fv_files, hive_partitioning = false, filename = true) e WHERE {fi.events}",
+                {"fv_files": missing}):
+            found[name].add((event, url))
+        for f, vals in found.items():
+            _VALUES[(f, fi.events)] = sorted(vals, key=repr) if len(vals) <= MAX_FILE_VALUES else None
+            while len(_VALUES) > MAX_CACHED_FILES:
+                _VALUES.popitem(last=False)
+    out = set(snap.run(f"SELECT DISTINCT e.event, e.mat_current_url FROM events_hot e "
+                       f"WHERE e.project_id = {fi.project} AND {fi.events}", params))
+    for f in paths:
+        vals = _VALUES.get((f, fi.events))
+        if vals is None:
+            return None
+        _VALUES.move_to_end((f, fi.events))
+        out.update(vals)
+        if len(out) > MAX_DISTINCT:
+            return None
+    return sorted(out, key=repr)
+
+
+def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
+    src = f"FROM events e{fi.joins} WHERE {fi.where}"
+    raw = "hash(e.event, e.mat_current_url)"
+    drop = f"label IS NULL OR {fi.drop}" if fi.drop else "label IS NULL"
+    values = _values(snap, fi) if snap.parts_dir is not None else None
+    if values is None:
+        distinct = snap.run(
+            f"SELECT h, label, {drop} AS dropped FROM (SELECT {raw} AS h, {fi.label} AS label "
+            f"FROM (SELECT DISTINCT e.event, e.mat_current_url {src}) e)", fi.params)
+    elif not values:
+        return []
+    else:
+        distinct = snap.run(
+            f"SELECT h, label, {drop} AS dropped FROM (SELECT {raw} AS h, {fi.label} AS label FROM "
+            "(SELECT unnest($fv_events) AS event, unnest($fv_urls) AS mat_current_url) e)",
+            {**fi.params, "fv_events": [v[0] for v in values], "fv_urls": [v[1] for v in values]})
+    if not distinct:
+        return []
+    if len(distinct) > MAX_DISTINCT:
+        return None
+    hashes = np.array([r[0] for r in distinct], dtype=np.uint64)
+    found = _slots(hashes)
+    if found is None:
+        return None
+    shift, bits = found
+    names = sorted({r[1] for r in distinct if not r[2]})
+    code = {name: i for i, name in enumerate(names)}
+    table = np.full(1 << bits, -1, dtype=np.int16 if len(distinct) < 1 << 15 else np.int32)
+    slots = ((hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
+    table[slots] = [-1 if r[2] else code[r[1]] for r in distinct]
+    if not names:
+        return []
+    # DuckDB's hash join does not keep the scan order: when the overrides are the only join,
+    # read the stored person ids and apply the overrides to the runs (_walk) instead
+    overrides = None
+    person = fi.actor
+    if fi.joins == OVERRIDES_JOIN and "o.override_person_id" not in fi.where:
+        src = f"FROM events e WHERE {fi.where}"
+        person = "e.person_id"
+        overrides = snap.run(
+            f"SELECT (CAST(old_person_id AS UHUGEINT) >> 64)::UBIGINT, (CAST(old_person_id AS UHUGEINT) & {LOW64})"
+            f"::UBIGINT, (CAST(override_person_id AS UHUGEINT) >> 64)::UBIGINT, (CAST(override_person_id AS "
+            f"UHUGEINT) & {LOW64})::UBIGINT FROM person_overrides WHERE project_id = {fi.project}", fi.params)
+    tb = snap.run(
+        f"SELECT (CAST({person} AS UHUGEINT) >> 64)::UBIGINT AS a, "
+        f"(CAST({person} AS UHUGEINT) & {LOW64})::UBIGINT AS b, epoch_us(e.timestamp) AS t, "
+        f"(({raw} >> {shift}) & {(1 << bits) - 1})::UINTEGER AS s {src}", fi.params, arrow=True)
+    if tb.num_rows == 0:
+        return []
+    a = tb.column("a").to_numpy()
+    b = tb.column("b").to_numpy()
+    t = tb.column("t").to_numpy()
+    lab = table[tb.column("s").to_numpy()]
+    del tb
+    if lab.min() < 0:  # rows without a label, or with an excluded one: not in ev2
+        keep = lab >= 0
+        a, b, t, lab = a[keep], b[keep], t[keep], lab[keep]
+        if not len(a):
+            return []
+    counts, sums, problem = _walk(a, b, t, lab, fi.limit, len(names), overrides)
+    out: dict[tuple[int, str, str], list[int]] = {}
+    for (k, x, y), (c, s) in zip(counts.keys(), zip(counts.values(), sums.values())):
+        out[(k, names[x], names[y])] = [c, s]
+    if len(problem):
+        for k, x, y, c, s in _problem_edges(snap, fi, problem):
+            acc = out.setdefault((k, x, y), [0, 0])
+            acc[0] += c
+            acc[1] += s
+    return [(f"{k}_{x}", f"{k + 1}_{y}", int(c), float(s) / c) for (k, x, y), (c, s) in out.items()]
+
+
+def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: int, nlabels: int,
+          overrides: list[tuple] | None = None):
+    """Edges of the actors whose runs line up (see the module docstring), and the upper uuid
+    halves of the other actors. ``a``/``b`` are the halves of the actor's uuid, or of the stored
+    person's when ``overrides`` (old halves, new halves) are given.
+    Returns ({(k, src, dst): count}, {(k, src, dst): ms sum}, hi)."""
+    n = len(t)
+    # runs: maximal stretches of one actor in scan order
+    newrun = np.empty(n, dtype=bool)
+    newrun[0] = True
+    np.not_equal(a[1:], a[:-1], out=newrun[1:])
+    newrun[1:] |= b[1:] != b[:-1]
+    starts = np.flatnonzero(newrun)
+    nruns = len(starts)
+    ends = np.empty(nruns, dtype=np.int64)
+    ends[:-1] = starts[1:] - 1
+    ends[-1] = n - 1
+    ra, rb = a[starts], b[starts]
+    if overrides:
+        old = np.array([r[:2] for r in overrides], dtype=np.uint64)
+        new = np.array([r[2:] for r in overrides], dtype=np.uint64)
+        hit = np.flatnonzero(np.isin(ra, old[:, 0]))
+        if len(hit):
+            index = {(int(x), int(y)): i for i, (x, y) in enumerate(old.tolist())}
+            for r in hit.tolist():
+                i = index.get((int(ra[r]), int(rb[r])))
+                if i is not None:
+                    ra[r], rb[r] = new[i]
+            a = np.repeat(ra, ends - starts + 1)  # the actor's halves for the checks below
+    problem_hi = []
+    # inside a run, timestamps must strictly increase (equal ones are ordered by uuid: SQL decides)
+    dt = np.subtract(t[1:], t[:-1])
+    bad = np.flatnonzero(dt <= 0)
+    if len(bad):
+        bad = bad[~newrun[bad + 1]]  # pairs inside one run
+        if len(bad):
+            problem_hi.append(np.unique(a[bad]))
+    # the runs of an actor, in scan order (a stable merge of the files' actor-ordered runs)
+    order = np.argsort(ra, kind="stable")
+    oa, ob = ra[order], rb[order]
+    same_hi = oa[1:] == oa[:-1]
+    same = same_hi & (ob[1:] == ob[:-1])
+    if np.any(same_hi & ~same):  # two actors sharing the upper half (their runs may interleave)
+        problem_hi.append(np.unique(oa[1:][same_hi & ~same]))
+    prev_run, next_run = order[:-1][same], order[1:][same]  # consecutive runs of one actor
+    overlap = t[ends[prev_run]] >= t[starts[next_run]]
+    if np.any(overlap):
+        problem_hi.append(np.unique(ra[prev_run[overlap]]))
+    problem = np.unique(np.concatenate(problem_hi)) if problem_hi else np.empty(0, dtype=np.uint64)
+    del order, oa, ob, same_hi, same, newrun
+
+    # sn: followed by the actor's next event within the gap (SQL: epoch(next) - epoch(ts) < gap)
+    sn = np.zeros(n, dtype=bool)
+    np.less(dt, GAP_US, out=sn[:-1])
+    # Within 2**52 µs of 1970 (years 1827 to 2112) two epoch-second doubles differ by the exact
+    # difference give or take 0.25 µs, so only a difference of exactly the gap can compare
+    # otherwise; elsewhere, every pair goes through the doubles
+    if -(1 << 52) < t.min() and t.max() < (1 << 52):
+        near = np.flatnonzero(dt == GAP_US)
+    else:
+        near = np.arange(n - 1)
+    if len(near):
+        sn[near] = (t[near + 1] / 1e6 - t[near] / 1e6) < SESSION_GAP_SECONDS
+    del dt
+    link = np.full(nruns, -1, dtype=np.int64)  # first row of the actor's next run
+    link[prev_run] = starts[next_run]
+    linked = link >= 0
+    end_rows = ends[linked]
+    nxt_rows = link[linked]
+    end_sn = np.zeros(nruns, dtype=bool)
+    end_sn[linked] = (t[nxt_rows] / 1e6 - t[end_rows] / 1e6) < SESSION_GAP_SECONDS
+    sn[ends] = end_sn
+    # a duplicate followed within the gap by its own label collapses into that one
+    drop = np.zeros(n, dtype=bool)
+    np.equal(lab[1:], lab[:-1], out=drop[:-1])
+    drop &= sn
+    drop[ends] = False
+    drop[end_rows] = end_sn[linked] & (lab[nxt_rows] == lab[end_rows])
+    # raw sessions start after a row not followed within the gap; their first kept row heads
+    # the path session (the last row of a raw session is never dropped)
+    start = np.empty(n, dtype=bool)
+    start[0] = True
+    np.logical_not(sn[:-1], out=start[1:])
+    first_of_actor = np.ones(nruns, dtype=bool)
+    first_of_actor[next_run] = False
+    start[starts] = first_of_actor
+    start[starts[next_run]] = ~end_sn[prev_run]
+    if len(problem):
+        start &= np.repeat(~np.isin(ra, problem), ends - starts + 1)
+    cur = np.flatnonzero(start)
+    del start
+    is_end = np.zeros(n, dtype=bool)
+    is_end[ends] = True
+
+    def step(rows: np.ndarray) -> np.ndarray:
+        nx = rows + 1
+        at_end = np.flatnonzero(is_end[rows])
+        if len(at_end):
+            nx[at_end] = link[np.searchsorted(ends, rows[at_end])]
+        return nx
+
+    def skip_dropped(rows: np.ndarray) -> np.ndarray:
+        idx = np.flatnonzero(drop[rows])
+        while len(idx):
+            rows[idx] = step(rows[idx])
+            idx = idx[drop[rows[idx]]]
+        return rows
+
+    def ms(x: np.ndarray) -> np.ndarray:
+        q = x // 1000
+        neg = x < 0
+        if neg.any():
+            q[neg] = -((-x[neg]) // 1000)  # SQL's integer division truncates
+        return q
+
+    cur = skip_dropped(cur)
+    counts: dict = {}
+    sums: dict = {}
+    width = nlabels * nlabels
+    ktype = np.int32 if width < 1 << 31 else np.int64
+    lcur = lab[cur].astype(ktype)
+    mcur = ms(t[cur])
+    for k in range(1, limit):
+        alive = np.flatnonzero(sn[cur])
+        cur, lcur, mcur = cur[alive], lcur[alive], mcur[alive]
+        if not len(cur):
+            break
+        nx = skip_dropped(step(cur))
+        lnx = lab[nx].astype(ktype)
+        mnx = ms(t[nx])
+        key = lcur * nlabels + lnx
+        dms = (mnx - mcur).astype(np.float64)  # < 2**53 in total: exact sums
+        if width <= 1 << 22:
+            c = np.bincount(key, minlength=width)
+            s = np.bincount(key, weights=dms, minlength=width)
+            hit = np.flatnonzero(c)
+            keys, cs, ss = hit, c[hit], s[hit]
+        else:
+            keys, inv = np.unique(key, return_inverse=True)
+            cs = np.bincount(inv)
+            ss = np.bincount(inv, weights=dms)
+        for kk, cc, s_ in zip(keys.tolist(), cs.tolist(), ss.tolist()):
+            counts[(k, kk // nlabels, kk % nlabels)] = cc
+            sums[(k, kk // nlabels, kk % nlabels)] = int(s_)
+        cur, lcur, mcur = nx, lnx, mnx
+    return counts, sums, problem
+
+
+def _problem_edges(snap: _Snapshot, fi: FastInput, problem: np.ndarray) -> list[tuple]:
+    """The general SQL (``paths._edges_from_starts``) over the given actors only: rows
+    ``(k, source label, target label, count, sum of ms)``."""
+    gap = SESSION_GAP_SECONDS
+    limit = fi.limit
+    params = dict(fi.params)
+    params["fast_problem_hi"] = [int(x) for x in problem]
+    ev = (f"ev AS (SELECT {fi.actor} AS actor, e.timestamp AS ts, e.uuid AS uuid, {fi.label} AS label "
+          f"FROM events e{fi.joins} WHERE {fi.where} AND (CAST({fi.actor} AS UHUGEINT) >> 64)::UBIGINT IN "
+          "(SELECT unnest($fast_problem_hi)))")
+    ev2 = "ev2 AS (SELECT * FROM ev WHERE label IS NOT NULL" + (f" AND NOT ({fi.drop}))" if fi.drop else ")")
+    within = f"coalesce(nts >= ts AND epoch(nts) - epoch(ts) < {gap}, false)"
+    win = "WINDOW w AS (PARTITION BY actor ORDER BY ts, uuid)"
+    leads = "".join(f", lead(label, {j}) OVER w AS l{j}, lead(ts, {j}) OVER w AS t{j}"
+                    + (f", lead(sn, {j}) OVER w AS n{j}" if j < limit - 1 else "") for j in range(1, limit))
+    ctes = [ev, ev2,
+            f"p1 AS (SELECT actor, ts, uuid, label, lead(ts) OVER w AS nts, lead(label) OVER w AS nlabel FROM ev2 {win})",
+            f"k1 AS (SELECT actor, ts, uuid, label, {within} AS sn FROM p1 WHERE NOT ({within} AND nlabel = label))",
+            f"p2 AS (SELECT label AS l0, ts AS t0, sn AS n0, lag(sn) OVER w AS psn{leads} FROM k1 {win})",
+            "heads AS (SELECT * FROM p2 WHERE psn IS NULL OR NOT psn)"]
+    steps = []
+    for k in range(1, limit):
+        cond = " AND ".join(f"n{j}" for j in range(k))
+        steps.append(f"SELECT {k} AS k, l{k - 1} AS a, l{k} AS b, "
+                     f"(epoch_us(t{k}) // 1000) - (epoch_us(t{k - 1}) // 1000) AS dt FROM heads WHERE {cond}")
+    if not steps:
+        return []
+    sql = ("WITH " + ", ".join(ctes) + " SELECT k, a, b, count(*), sum(dt) FROM ("
+           + " UNION ALL ".join(steps) + ") GROUP BY k, a, b")
+    return [(int(k), x, y, int(c), int(s)) for k, x, y, c, s in snap.run(sql, params)]
