@@ -59,6 +59,9 @@ PARTS_MIGRATIONS = [
         month DATE NOT NULL,
         bytes BIGINT NOT NULL
     )""",
+    # the row order inside the file (PART_ORDER when it was written); NULL: written before
+    # files recorded it, sorted by (event, timestamp)
+    "ALTER TABLE event_part_layout ADD COLUMN IF NOT EXISTS sort_order VARCHAR",
 ]
 
 
@@ -71,6 +74,7 @@ class PartFile:
     project_id: int | None
     month: datetime | None       # first instant of the UTC month
     bytes: int
+    sort_order: str | None = PART_ORDER  # rows sorted by these columns (None: unknown, older files)
 
 
 @dataclass
@@ -206,8 +210,8 @@ class PartsMixin:
                 f.unlink(missing_ok=True)
 
     def part_files(self, project_id: int | None = None) -> list[PartFile]:
-        sql = ("SELECT p.name, p.rows, p.min_timestamp, p.max_timestamp, l.project_id, l.month, l.bytes "
-               "FROM event_parts p LEFT JOIN event_part_layout l USING (name)")
+        sql = ("SELECT p.name, p.rows, p.min_timestamp, p.max_timestamp, l.project_id, l.month, l.bytes, "
+               "l.sort_order FROM event_parts p LEFT JOIN event_part_layout l USING (name)")
         params: list = []
         if project_id is not None:
             sql += " WHERE l.project_id = ? OR l.project_id IS NULL"
@@ -218,14 +222,14 @@ class PartsMixin:
         finally:
             con.close()
         out = []
-        for name, n, lo, hi, pid, month, size in rows:
+        for name, n, lo, hi, pid, month, size, order in rows:
             if size is None:
                 try:
                     size = (self.parts_dir / name).stat().st_size
                 except OSError:
                     size = 0
             m = datetime(month.year, month.month, 1, tzinfo=UTC) if month is not None else None
-            out.append(PartFile(name, n, lo, hi, pid, m, size))
+            out.append(PartFile(name, n, lo, hi, pid, m, size, order))
         return out
 
     def disk_bytes(self) -> int:
@@ -285,8 +289,8 @@ class PartsMixin:
         for p in added:
             con.execute("INSERT INTO event_parts (name, rows, min_timestamp, max_timestamp, created_at) "
                         "VALUES (?, ?, ?, ?, ?)", [p.name, p.rows, p.min_timestamp, p.max_timestamp, now])
-            con.execute("INSERT OR REPLACE INTO event_part_layout VALUES (?, ?, ?, ?)",
-                        [p.name, p.project_id, p.month.date(), p.bytes])
+            con.execute("INSERT OR REPLACE INTO event_part_layout (name, project_id, month, bytes, sort_order) "
+                        "VALUES (?, ?, ?, ?, ?)", [p.name, p.project_id, p.month.date(), p.bytes, p.sort_order])
         removed = list(removed)
         if removed:
             con.execute("DELETE FROM event_parts WHERE name IN (SELECT unnest(?))", [removed])
@@ -485,11 +489,12 @@ class PartsMixin:
         """In every partition, merge the small files (fewer than ``MERGE_MAX_ROWS`` rows; the
         registered ones less ``removed``, and the not yet registered ``added``) into files of
         up to ``MERGE_MAX_ROWS`` rows: few, large, sorted files scan fastest, and each merge
-        rewrites a bounded amount."""
+        rewrites a bounded amount. Files of an older row order (not :data:`PART_ORDER`) are
+        rewritten too, even alone, so an upgraded store is re-sorted by its next compaction."""
         gone = set(removed)
         by_partition: dict[str, list[PartFile]] = {}
         for p in [p for p in self.part_files() if p.name not in gone] + added:
-            if p.project_id is not None and p.rows < MERGE_MAX_ROWS:
+            if p.project_id is not None and (p.rows < MERGE_MAX_ROWS or p.sort_order != PART_ORDER):
                 by_partition.setdefault(str(Path(p.name).parent), []).append(p)
         fresh = {p.name for p in added}
         for folder, small in sorted(by_partition.items()):
@@ -499,7 +504,7 @@ class PartsMixin:
                     groups.append([])
                 groups[-1].append(p)
             for group in groups:
-                if len(group) < 2:
+                if len(group) < 2 and all(p.sort_order == PART_ORDER for p in group):
                     continue
                 paths = ", ".join(_str_literal(str(self.parts_dir / p.name)) for p in group)
                 merged = self._write_partitions(f"SELECT * FROM read_parquet([{paths}], hive_partitioning = false)")

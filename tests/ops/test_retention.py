@@ -235,6 +235,45 @@ def test_compaction_moves_settled_hot_rows_and_merges_small_files(tmp_path):
             assert t == sorted(t, key=lambda r: (r["event"], r["person_id"], r["timestamp"]))
 
 
+def test_compaction_resorts_files_of_the_older_row_order(tmp_path):
+    """Files written before the (event, person_id, timestamp) order (sort_order NULL) are
+    rewritten by the next compaction, even alone in their partition; rows and results stay."""
+    import sightline
+    from sightline.ingest.bulk import import_events
+    from sightline.storage.duckdb_parts import PART_ORDER
+
+    data = tmp_path / "d"
+    events = [{"event": ("a", "b")[i % 2], "distinct_id": f"d{i % 11}",
+               "timestamp": (NOW - timedelta(days=40, minutes=i)).isoformat(), "properties": {"i": i}}
+              for i in range(300)]
+    with sightline.open(data) as core:
+        st = core.storage
+        import_events(core, events, progress=False)
+        [f] = st.part_files()
+        assert f.sort_order == PART_ORDER
+        path = data / "parts" / f.name
+        # make it a file of the old order: rows by (event, timestamp), its order unrecorded
+        st.execute(f"COPY (SELECT * FROM read_parquet('{path}') ORDER BY event, timestamp) TO '{path}.old' "
+                   "(FORMAT parquet)")
+        os.replace(f"{path}.old", path)
+        st._con.execute("UPDATE event_part_layout SET sort_order = NULL")
+        [old] = st.part_files()
+        assert old.sort_order is None
+        before = st.execute("SELECT event, count(*), count(DISTINCT person_id), min(timestamp), max(timestamp) "
+                            "FROM events GROUP BY ALL ORDER BY ALL").rows
+        report = core.writer.run_exclusive(lambda _i: st.compact_parts(hot=False))
+        assert report.files_removed == 1 and report.files_written == 1
+        [new] = st.part_files()
+        assert new.name != old.name and new.sort_order == PART_ORDER and new.rows == 300
+        t = pq.read_table(data / "parts" / new.name, columns=["event", "person_id", "timestamp"]).to_pylist()
+        assert t == sorted(t, key=lambda r: (r["event"], r["person_id"], r["timestamp"]))
+        assert st.execute("SELECT event, count(*), count(DISTINCT person_id), min(timestamp), max(timestamp) "
+                          "FROM events GROUP BY ALL ORDER BY ALL").rows == before
+        # a file of the current order alone in its partition stays as it is
+        core.writer.run_exclusive(lambda _i: st.compact_parts(hot=False))
+        assert [f.name for f in st.part_files()] == [new.name]
+
+
 def test_prune_on_a_stopped_data_dir_and_orphans_are_removed(tmp_path):
     import sightline
     from sightline.ingest.bulk import import_events
