@@ -51,6 +51,10 @@ class Event:
     properties_json: str = "{}"  # serialised once, in normalize_batch
     person_id: str | None = None  # filled in by sightline.persons
     groups: dict[int, str] = field(default_factory=dict)  # group type index → key, filled by persons
+    # True when normalize saw an everyday event whose only identity effect is its distinct_id's
+    # person (sightline.persons.identity.needs_full_process is False): lets the writer skip
+    # re-reading its properties. False promises nothing (the writer checks then).
+    plain: bool = field(default=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -278,6 +282,11 @@ def normalize_event(raw: Any, *, now: datetime, sent_at: datetime | None) -> Eve
                  properties=props, set=set_, set_once=set_once, unset=unset)
 
 
+# Identity events (sightline.persons.identity applies their own rules) and the property keys
+# that give an event more identity work than finding its distinct_id's person.
+IDENTITY_EVENTS = frozenset({"$groupidentify", "$identify", "$create_alias", "$merge_dangerously"})
+_IDENTITY_PROPERTY_KEYS = frozenset({"$groups", "$process_person_profile"})
+
 # Keys whose presence sends an event down the full path of normalize_event.
 _SLOW_EVENT_KEYS = ("offset", "sent_at", "$set", "$set_once", "$unset")
 _SLOW_PROPERTY_KEYS = ("$set", "$set_once", "$unset", "$ignore_sent_at", "token")
@@ -344,7 +353,11 @@ def _normalize_common(raw: Any, now: datetime, skew: timedelta, copy: bool = Tru
             ts = EPOCH
     except (OverflowError, ValueError):
         return None
-    return Event(raw_uuid.lower(), name, distinct, ts, dict(props) if copy else props)
+    event = Event(raw_uuid.lower(), name, distinct, ts, dict(props) if copy else props)
+    # no person updates here (they take the full path), so only these decide (props are hot now)
+    if name not in IDENTITY_EVENTS and props.keys().isdisjoint(_IDENTITY_PROPERTY_KEYS):
+        event.plain = True
+    return event
 
 
 def normalize_batch(raw_events: list[Any], *, now: datetime | None = None,

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from sightline.errors import Unavailable
 from sightline.ingest.normalize import Event
-from sightline.ingest.wal import IngestLog, Position, decode, encode
+from sightline.ingest.wal import IngestLog, Position, decode, encode_parts
 from sightline.persons.identity import ChangeRows, Changes, IdentityState, change_rows
 from sightline.storage.base import Storage
 from sightline.storage.schema import EVENT_BATCH_SCHEMA, GROUP_COLUMNS, epoch_micros, events_to_arrow
@@ -468,7 +468,7 @@ class Writer:
                     merged = merged.set_column(_CREATED_AT, "created_at", created)
                     table = merged if table is None else pa.concat_tables([table, merged])
                 rows = change_rows(changes)
-                payload = encode(table, rows)
+                payload = encode_parts(table, rows)
                 self._wait_for_room()
                 with self._log_lock:
                     position = self.log.append(payload)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from sightline.ingest.normalize import Event
+from sightline.ingest.normalize import IDENTITY_EVENTS, Event
 
 PERSON_NAMESPACE = _uuid.UUID("6f1f9a54-6a43-4c1e-9a61-7d5b1f0e2c11")
 MAX_GROUP_TYPES = 5
@@ -178,7 +178,7 @@ def apply_unset(person: Person, keys: Iterable[str], ts: float) -> bool:
 
 
 _MISSING = object()
-_SPECIAL_EVENTS = frozenset({"$groupidentify", "$identify", "$create_alias", "$merge_dangerously"})
+_SPECIAL_EVENTS = IDENTITY_EVENTS
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -241,10 +241,10 @@ class IdentityState:
         is handled inline with exactly process()'s effect; every other goes through it."""
         lookup, persons, process = self.distinct_ids.get, self.persons, self.process
         for event in events:
-            props = event.properties
-            if (event.set is None and event.set_once is None and event.unset is None
-                    and event.event not in _SPECIAL_EVENTS and "$groups" not in props
-                    and "$process_person_profile" not in props):
+            # event.plain: normalize already found what the rest of the test checks
+            if event.plain or (event.set is None and event.set_once is None and event.unset is None
+                               and event.event not in _SPECIAL_EVENTS and "$groups" not in event.properties
+                               and "$process_person_profile" not in event.properties):
                 pid = lookup((project_id, event.distinct_id))
                 person = persons.get(pid) if pid else None
                 if person is not None:

@@ -8,6 +8,7 @@ only after its events are committed.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime, timezone
 
 from starlette.concurrency import run_in_threadpool
@@ -190,9 +191,11 @@ class CaptureFastPath:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # SIGHTLINE_CAPTURE_FAST_PATH=0 routes capture like every other path (the tests compare both)
+        self.enabled = os.environ.get("SIGHTLINE_CAPTURE_FAST_PATH", "1").strip() != "0"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["path"] in CAPTURE_ROUTE_PATHS
+        if (self.enabled and scope["type"] == "http" and scope["path"] in CAPTURE_ROUTE_PATHS
                 and scope["method"] in ("POST", "GET")):
             response = await capture(Request(scope, receive, send))
             await response(scope, receive, send)

@@ -75,3 +75,42 @@ def test_fast_path_agrees_with_the_full_rules(name, did, ts, props, sent_skew):
            "timestamp": ts, "properties": props}
     sent_at = None if sent_skew is None else NOW + timedelta(seconds=sent_skew)
     _same_as_full(raw, sent_at)
+
+
+def test_plain_flag_only_on_events_identity_can_take_inline():
+    """``Event.plain`` (set by the fast path) promises needs_full_process() is False; the
+    writer's process_batch relies on it, so an identity event or one with groups or
+    ``$process_person_profile`` must never carry it."""
+    from sightline.persons.identity import Changes, IdentityState, needs_full_process
+
+    shapes = [
+        dict(SDK_EVENT),
+        {**SDK_EVENT, "event": "$identify", "properties": {"$anon_distinct_id": "anon"}},
+        {**SDK_EVENT, "event": "$create_alias", "properties": {"alias": "other"}},
+        {**SDK_EVENT, "event": "$merge_dangerously", "properties": {"alias": "other"}},
+        {**SDK_EVENT, "event": "$groupidentify", "properties": {"$group_type": "org", "$group_key": "o1"}},
+        {**SDK_EVENT, "properties": {"$groups": {"org": "o1"}}},
+        {**SDK_EVENT, "properties": {"$process_person_profile": False}},
+        {**SDK_EVENT, "properties": {"$process_person_profile": True}},
+        {**SDK_EVENT, "properties": {"$set": {"a": 1}}},
+        {**SDK_EVENT, "$set_once": {"a": 1}},
+        {**SDK_EVENT, "properties": {"$unset": ["a"]}},
+        {**SDK_EVENT, "properties": {}},
+    ]
+    flagged = []
+    for raw in shapes:
+        ev = normalize_batch([raw], now=NOW).events[0]
+        assert not (ev.plain and needs_full_process(ev)), raw
+        flagged.append(ev.plain)
+    assert flagged == [True] + [False] * 10 + [True]
+    # process_batch gives the same persons and changes with the flag as without it
+    def resolve(clear: bool):
+        state, changes = IdentityState(), Changes()
+        events = normalize_batch([{**s, "uuid": f"0190a6b0-1234-7abc-8def-{i:012d}"} for i, s in
+                                  enumerate(shapes * 2)], now=NOW).events
+        if clear:
+            for e in events:
+                e.plain = False
+        state.process_batch(1, events, changes)
+        return [(e.person_id, e.groups) for e in events], sorted(state.persons), sorted(changes.distinct_ids.items())
+    assert resolve(False) == resolve(True)
