@@ -50,6 +50,7 @@ GAP_US = SESSION_GAP_SECONDS * 1_000_000
 MAX_DISTINCT = 1 << 20        # distinct (event, url) values; beyond, the general SQL
 MAX_FILE_VALUES = 1 << 16     # a part file with more distinct values is not cached
 MAX_CACHED_FILES = 4096
+CHUNK = 1 << 20               # rows per step of the per-row passes
 # (part file path, event condition) → its distinct (event, $current_url), least recently used first
 _VALUES: OrderedDict[tuple[str, str], list | None] = OrderedDict()
 LOW64 = "18446744073709551615::UHUGEINT"
@@ -260,11 +261,28 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
     person's when ``overrides`` (old halves, new halves) are given.
     Returns ({(k, src, dst): count}, {(k, src, dst): ms sum}, hi)."""
     n = len(t)
-    # runs: maximal stretches of one actor in scan order
+    # Per-row passes in chunks: big temporaries would be fresh memory every time (page faults
+    # cost more than the arithmetic). newrun: a run starts; sn: followed within the gap by the
+    # next row (SQL: epoch(next) - epoch(ts) < gap; fixed at run ends below); bad: not after
+    # the previous row of the run; near: exactly the gap apart.
     newrun = np.empty(n, dtype=bool)
     newrun[0] = True
-    np.not_equal(a[1:], a[:-1], out=newrun[1:])
-    newrun[1:] |= b[1:] != b[:-1]
+    sn = np.zeros(n, dtype=bool)
+    bads, nears = [], []
+    for i in range(0, n - 1, CHUNK):
+        j = min(i + CHUNK, n - 1)
+        d = np.subtract(t[i + 1:j + 1], t[i:j])
+        np.less(d, GAP_US, out=sn[i:j])
+        x = np.flatnonzero(d <= 0)
+        if len(x):
+            bads.append(x + i)
+        x = np.flatnonzero(d == GAP_US)
+        if len(x):
+            nears.append(x + i)
+        del d
+        nr = newrun[i + 1:j + 1]
+        np.not_equal(a[i + 1:j + 1], a[i:j], out=nr)
+        nr |= b[i + 1:j + 1] != b[i:j]
     starts = np.flatnonzero(newrun)
     nruns = len(starts)
     ends = np.empty(nruns, dtype=np.int64)
@@ -281,15 +299,13 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
                 i = index.get((int(ra[r]), int(rb[r])))
                 if i is not None:
                     ra[r], rb[r] = new[i]
-            a = np.repeat(ra, ends - starts + 1)  # the actor's halves for the checks below
     problem_hi = []
     # inside a run, timestamps must strictly increase (equal ones are ordered by uuid: SQL decides)
-    dt = np.subtract(t[1:], t[:-1])
-    bad = np.flatnonzero(dt <= 0)
-    if len(bad):
+    if bads:
+        bad = np.concatenate(bads)
         bad = bad[~newrun[bad + 1]]  # pairs inside one run
         if len(bad):
-            problem_hi.append(np.unique(a[bad]))
+            problem_hi.append(np.unique(ra[np.searchsorted(starts, bad, side="right") - 1]))
     # the runs of an actor, in scan order (a stable merge of the files' actor-ordered runs)
     order = np.argsort(ra, kind="stable")
     oa, ob = ra[order], rb[order]
@@ -304,19 +320,14 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
     problem = np.unique(np.concatenate(problem_hi)) if problem_hi else np.empty(0, dtype=np.uint64)
     del order, oa, ob, same_hi, same, newrun
 
-    # sn: followed by the actor's next event within the gap (SQL: epoch(next) - epoch(ts) < gap)
-    sn = np.zeros(n, dtype=bool)
-    np.less(dt, GAP_US, out=sn[:-1])
     # Within 2**52 µs of 1970 (years 1827 to 2112) two epoch-second doubles differ by the exact
     # difference give or take 0.25 µs, so only a difference of exactly the gap can compare
     # otherwise; elsewhere, every pair goes through the doubles
-    if -(1 << 52) < t.min() and t.max() < (1 << 52):
-        near = np.flatnonzero(dt == GAP_US)
-    else:
+    near = np.concatenate(nears) if nears else np.empty(0, dtype=np.int64)
+    if not (-(1 << 52) < t.min() and t.max() < (1 << 52)):
         near = np.arange(n - 1)
     if len(near):
         sn[near] = (t[near + 1] / 1e6 - t[near] / 1e6) < SESSION_GAP_SECONDS
-    del dt
     link = np.full(nruns, -1, dtype=np.int64)  # first row of the actor's next run
     link[prev_run] = starts[next_run]
     linked = link >= 0
@@ -346,6 +357,11 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
     del start
     is_end = np.zeros(n, dtype=bool)
     is_end[ends] = True
+    # plain[r]: the actor's next event after r is r + 1, and it is kept
+    plain = np.empty(n, dtype=bool)
+    np.logical_not(drop[1:], out=plain[:-1])
+    plain[-1] = False
+    plain[ends] = False
 
     def step(rows: np.ndarray) -> np.ndarray:
         nx = rows + 1
@@ -361,43 +377,64 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
             idx = idx[drop[rows[idx]]]
         return rows
 
-    def ms(x: np.ndarray) -> np.ndarray:
-        q = x // 1000
-        neg = x < 0
-        if neg.any():
-            q[neg] = -((-x[neg]) // 1000)  # SQL's integer division truncates
-        return q
+    def advance(rows: np.ndarray) -> np.ndarray:
+        """The next kept event of each row's actor (each row is followed within the gap)."""
+        nx = rows + 1
+        odd = np.flatnonzero(~plain[rows])
+        if len(odd):
+            nx[odd] = skip_dropped(step(rows[odd]))
+        return nx
+
+    if t[starts].min() >= 0:  # (inside a run, the first event is the earliest)
+        def ms(x: np.ndarray) -> np.ndarray:
+            return x // 1000
+    else:
+        def ms(x: np.ndarray) -> np.ndarray:
+            q = x // 1000
+            neg = x < 0
+            if neg.any():
+                q[neg] = -((-x[neg]) // 1000)  # SQL's integer division truncates
+            return q
 
     cur = skip_dropped(cur)
-    counts: dict = {}
-    sums: dict = {}
     width = nlabels * nlabels
     ktype = np.int32 if width < 1 << 31 else np.int64
-    lcur = lab[cur].astype(ktype)
-    mcur = ms(t[cur])
-    for k in range(1, limit):
-        alive = np.flatnonzero(sn[cur])
-        cur, lcur, mcur = cur[alive], lcur[alive], mcur[alive]
-        if not len(cur):
-            break
-        nx = skip_dropped(step(cur))
-        lnx = lab[nx].astype(ktype)
-        mnx = ms(t[nx])
-        key = lcur * nlabels + lnx
-        dms = (mnx - mcur).astype(np.float64)  # < 2**53 in total: exact sums
-        if width <= 1 << 22:
-            c = np.bincount(key, minlength=width)
-            s = np.bincount(key, weights=dms, minlength=width)
-            hit = np.flatnonzero(c)
-            keys, cs, ss = hit, c[hit], s[hit]
-        else:
-            keys, inv = np.unique(key, return_inverse=True)
-            cs = np.bincount(inv)
-            ss = np.bincount(inv, weights=dms)
-        for kk, cc, s_ in zip(keys.tolist(), cs.tolist(), ss.tolist()):
-            counts[(k, kk // nlabels, kk % nlabels)] = cc
-            sums[(k, kk // nlabels, kk % nlabels)] = int(s_)
-        cur, lcur, mcur = nx, lnx, mnx
+
+    def walk(cur: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """(k, keys, counts, ms sums) of the edges k → k + 1 from the given session heads."""
+        out = []
+        lcur = lab[cur].astype(ktype)
+        mcur = ms(t[cur])
+        for k in range(1, limit):
+            alive = np.flatnonzero(sn[cur])
+            cur, lcur, mcur = cur[alive], lcur[alive], mcur[alive]
+            if not len(cur):
+                break
+            nx = advance(cur)
+            lnx = lab[nx].astype(ktype)
+            mnx = ms(t[nx])
+            key = lcur * nlabels + lnx
+            dms = mnx - mcur  # whole ms, < 2**53 in total: the double sums are exact
+            if width <= 1 << 22:
+                c = np.bincount(key, minlength=width)
+                s = np.bincount(key, weights=dms, minlength=width)
+                hit = np.flatnonzero(c)
+                out.append((k, hit, c[hit], s[hit]))
+            else:
+                keys, inv = np.unique(key, return_inverse=True)
+                out.append((k, keys, np.bincount(inv), np.bincount(inv, weights=dms)))
+            cur, lcur, mcur = nx, lnx, mnx
+        return out
+
+    parts = [walk(cur)]
+    counts: dict = {}
+    sums: dict = {}
+    for part in parts:
+        for k, keys, cs, ss in part:
+            for kk, cc, s_ in zip(keys.tolist(), cs.tolist(), ss.tolist()):
+                key3 = (k, kk // nlabels, kk % nlabels)
+                counts[key3] = counts.get(key3, 0) + cc
+                sums[key3] = sums.get(key3, 0) + int(s_)
     return counts, sums, problem
 
 
