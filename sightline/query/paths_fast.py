@@ -219,8 +219,11 @@ def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
     # read the stored person ids and apply the overrides to the runs (_walk) instead
     overrides = None
     person = fi.actor
+    hot = 0
     if fi.joins == OVERRIDES_JOIN and "o.override_person_id" not in fi.where:
         src = f"FROM events e WHERE {fi.where}"
+        # the view reads the hot rows first: newer than the parts, they go last in the merge
+        hot = snap.run(f"SELECT count(*) FROM events_hot e WHERE {fi.where}", fi.params)[0][0]
         person = "e.person_id"
         overrides = snap.run(
             f"SELECT (CAST(old_person_id AS UHUGEINT) >> 64)::UBIGINT, (CAST(old_person_id AS UHUGEINT) & {LOW64})"
@@ -242,7 +245,7 @@ def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
         a, b, t, lab = a[keep], b[keep], t[keep], lab[keep]
         if not len(a):
             return []
-    counts, sums, problem = _walk(a, b, t, lab, fi.limit, len(names), overrides)
+    counts, sums, problem = _walk(a, b, t, lab, fi.limit, len(names), overrides, hot)
     out: dict[tuple[int, str, str], list[int]] = {}
     for (k, x, y), (c, s) in zip(counts.keys(), zip(counts.values(), sums.values())):
         out[(k, names[x], names[y])] = [c, s]
@@ -255,10 +258,11 @@ def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
 
 
 def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: int, nlabels: int,
-          overrides: list[tuple] | None = None):
+          overrides: list[tuple] | None = None, head: int = 0):
     """Edges of the actors whose runs line up (see the module docstring), and the upper uuid
     halves of the other actors. ``a``/``b`` are the halves of the actor's uuid, or of the stored
-    person's when ``overrides`` (old halves, new halves) are given.
+    person's when ``overrides`` (old halves, new halves) are given. The first ``head`` rows
+    (the hot rows) come after all the others in time order, not before.
     Returns ({(k, src, dst): count}, {(k, src, dst): ms sum}, hi)."""
     n = len(t)
     # Per-row passes in chunks: big temporaries would be fresh memory every time (page faults
@@ -283,6 +287,8 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
         nr = newrun[i + 1:j + 1]
         np.not_equal(a[i + 1:j + 1], a[i:j], out=nr)
         nr |= b[i + 1:j + 1] != b[i:j]
+    if 0 < head < n:
+        newrun[head] = True
     starts = np.flatnonzero(newrun)
     nruns = len(starts)
     ends = np.empty(nruns, dtype=np.int64)
@@ -307,7 +313,12 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
         if len(bad):
             problem_hi.append(np.unique(ra[np.searchsorted(starts, bad, side="right") - 1]))
     # the runs of an actor, in scan order (a stable merge of the files' actor-ordered runs)
-    order = np.argsort(ra, kind="stable")
+    if 0 < head < n:
+        k = int(np.searchsorted(starts, head))  # runs [0, k) are the head's
+        first = np.concatenate((np.arange(k, nruns), np.arange(k)))
+        order = first[np.argsort(ra[first], kind="stable")]
+    else:
+        order = np.argsort(ra, kind="stable")
     oa, ob = ra[order], rb[order]
     same_hi = oa[1:] == oa[:-1]
     same = same_hi & (ob[1:] == ob[:-1])

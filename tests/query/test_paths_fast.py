@@ -155,6 +155,30 @@ def test_fast_version_runs_and_agrees_on_parts_and_hot_rows(tmp_path, monkeypatc
     assert calls["walk"] >= 4
 
 
+def test_hot_rows_after_part_rows_need_no_sql(tmp_path, monkeypatch):
+    """The newest rows of a person are hot, the older ones in parts: the scan reads the hot rows
+    first, the fast version still puts them last, and nobody goes through the general SQL."""
+    calls = _spy(monkeypatch)
+    rng = random.Random(8)
+    old, new, rows = [], [], []
+    for u in range(15):
+        us = rng.randrange(0, 1_000_000)
+        for i in range(12):
+            us += rng.choice([1, 1000, 60_000_000, GAP_US - 1, GAP_US, 3 * GAP_US])
+            url = rng.choice(URLS)
+            (old if i < 7 else new).append(event(f"u{u}", url, us))
+            rows.append((f"u{u}", us, "", label_of(url)))
+    with sightline.open(tmp_path / "d") as s:
+        s.ingest(old)
+        compact(s)
+        s.ingest(new)
+        assert s.storage.execute("SELECT count(*) FROM events_hot").rows[0][0] == len(new)
+        for limit in (3, 6):
+            fast, general = both(s, monkeypatch, stepLimit=limit)
+            assert fast == general and as_map(fast) == reference(rows, limit)
+    assert calls["walk"] == 2 and calls["problem"] == 0
+
+
 def test_ties_are_ordered_by_uuid(tmp_path, monkeypatch):
     """Events of one person at the same instant: the uuid decides their order, in part files too."""
     calls = _spy(monkeypatch)
