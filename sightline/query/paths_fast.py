@@ -38,6 +38,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +46,12 @@ import numpy as np
 
 from sightline.query.context import _PARAM
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 SESSION_GAP_SECONDS = 30 * 60
 GAP_US = SESSION_GAP_SECONDS * 1_000_000
 MAX_DISTINCT = 1 << 20        # distinct (event, url) values; beyond, the general SQL
 MAX_FILE_VALUES = 1 << 16     # a part file with more distinct values is not cached
 MAX_CACHED_FILES = 4096
-CHUNK = 1 << 20               # rows per step of the per-row passes
 # (part file path, event condition) → its distinct (event, $current_url), least recently used first
 _VALUES: OrderedDict[tuple[str, str], list | None] = OrderedDict()
 LOW64 = "18446744073709551615::UHUGEINT"
@@ -104,6 +105,14 @@ class _Snapshot:
         self.timings.append((sql[:80], time.perf_counter() - started))
         return out
 
+    def stream(self, sql: str, params: dict[str, Any], batch_rows: int = 1 << 20):
+        """Arrow record batches of ``sql`` (DuckDB computes the next ones meanwhile)."""
+        used = set(_PARAM.findall(sql))
+        params = {k: v for k, v in params.items() if k in used}
+        started = time.perf_counter()
+        yield from self.cur.sql(sql, params=params or None).to_arrow_reader(batch_rows)
+        self.timings.append((sql[:80], time.perf_counter() - started))
+
     def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -133,6 +142,12 @@ def edges(ctx: Any, fi: FastInput) -> list[tuple] | None:
         raise
     finally:
         snap.close()
+
+
+def _epoch_us(ts: datetime) -> int:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return (ts - EPOCH) // timedelta(microseconds=1)
 
 
 def _slots(hashes: np.ndarray) -> tuple[int, int] | None:
@@ -229,23 +244,20 @@ def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
             f"SELECT (CAST(old_person_id AS UHUGEINT) >> 64)::UBIGINT, (CAST(old_person_id AS UHUGEINT) & {LOW64})"
             f"::UBIGINT, (CAST(override_person_id AS UHUGEINT) >> 64)::UBIGINT, (CAST(override_person_id AS "
             f"UHUGEINT) & {LOW64})::UBIGINT FROM person_overrides WHERE project_id = {fi.project}", fi.params)
-    tb = snap.run(
-        f"SELECT (CAST({person} AS UHUGEINT) >> 64)::UBIGINT AS a, "
-        f"(CAST({person} AS UHUGEINT) & {LOW64})::UBIGINT AS b, epoch_us(e.timestamp) AS t, "
-        f"(({raw} >> {shift}) & {(1 << bits) - 1})::UINTEGER AS s {src}", fi.params, arrow=True)
-    if tb.num_rows == 0:
-        return []
-    a = tb.column("a").to_numpy()
-    b = tb.column("b").to_numpy()
-    t = tb.column("t").to_numpy()
-    lab = table[tb.column("s").to_numpy()]
-    del tb
-    if lab.min() < 0:  # rows without a label, or with an excluded one: not in ev2
-        keep = lab >= 0
-        a, b, t, lab = a[keep], b[keep], t[keep], lab[keep]
-        if not len(a):
-            return []
-    counts, sums, problem = _walk(a, b, t, lab, fi.limit, len(names), overrides, hot)
+    sql = (f"SELECT (CAST({person} AS UHUGEINT) >> 64)::UBIGINT AS a, "
+           f"(CAST({person} AS UHUGEINT) & {LOW64})::UBIGINT AS b, epoch_us(e.timestamp) AS t, "
+           f"(({raw} >> {shift}) & {(1 << bits) - 1})::{'USMALLINT' if bits <= 16 else 'UINTEGER'} AS s {src}")
+
+    def batches():
+        for batch in snap.stream(sql, fi.params):
+            a, b, t = (batch.column(i).to_numpy() for i in range(3))
+            yield a, b, t, table[batch.column(3).to_numpy()]
+
+    dropped = any(r[2] for r in distinct)
+    lo, hi = _epoch_us(fi.start), _epoch_us(fi.end)
+    if lo < 0:
+        return None  # (the SQL truncates whole milliseconds toward zero: not done here)
+    counts, sums, problem = _walk_batches(batches(), fi.limit, len(names), overrides, hot, dropped, lo=lo, hi=hi)
     out: dict[tuple[int, str, str], list[int]] = {}
     for (k, x, y), (c, s) in zip(counts.keys(), zip(counts.values(), sums.values())):
         out[(k, names[x], names[y])] = [c, s]
@@ -259,42 +271,109 @@ def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
 
 def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: int, nlabels: int,
           overrides: list[tuple] | None = None, head: int = 0):
-    """Edges of the actors whose runs line up (see the module docstring), and the upper uuid
-    halves of the other actors. ``a``/``b`` are the halves of the actor's uuid, or of the stored
-    person's when ``overrides`` (old halves, new halves) are given. The first ``head`` rows
-    (the hot rows) come after all the others in time order, not before.
-    Returns ({(k, src, dst): count}, {(k, src, dst): ms sum}, hi)."""
-    n = len(t)
-    # Per-row passes in chunks: big temporaries would be fresh memory every time (page faults
-    # cost more than the arithmetic). newrun: a run starts; sn: followed within the gap by the
-    # next row (SQL: epoch(next) - epoch(ts) < gap; fixed at run ends below); bad: not after
-    # the previous row of the run; near: exactly the gap apart.
-    newrun = np.empty(n, dtype=bool)
-    newrun[0] = True
-    sn = np.zeros(n, dtype=bool)
-    bads, nears = [], []
-    for i in range(0, n - 1, CHUNK):
-        j = min(i + CHUNK, n - 1)
-        d = np.subtract(t[i + 1:j + 1], t[i:j])
-        np.less(d, GAP_US, out=sn[i:j])
+    """:func:`_walk_batches` over one batch of whole arrays (timestamps of 1970 or later)."""
+    lo, hi = int(t.min()), int(t.max())
+    return _walk_batches([(a, b, t, lab)], limit, nlabels, overrides, head, lo=lo, hi=hi)
+
+
+def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool):
+    """The per-row passes, batch by batch as DuckDB hands them over (it reads the next batches
+    meanwhile). Returns, concatenated: each row's whole milliseconds after ``base`` (µs, a
+    multiple of 1000 at or before every row: the SQL's ``epoch_us // 1000`` differences), label
+    and ``sn`` (followed within the gap by the next row in scan order, SQL's comparison of
+    double epoch seconds; fixed at run ends later); each run's first row, actor halves, first
+    and last timestamp; rows out of order inside a run. ``None`` without rows. With
+    ``dropped``, rows labelled -1 (no label, or an excluded one: not in the general query's
+    ``ev2``) are left out. ``exact_int``: every timestamp is within 2**52 µs of 1970, where two
+    epoch-second doubles differ by the exact difference give or take 0.25 µs, so an integer
+    comparison decides unless the difference is exactly the gap."""
+    mss, labs, sns, starts, ras, rbs, t0s, t1s, bads = [], [], [], [], [], [], [], [], []
+    o = raw = 0
+    pa = pb = pt = None
+    for a, b, t, lab in batches:
+        if dropped:
+            keep = lab >= 0
+            if 0 <= head - raw < len(t):  # the head counts rows before the filter
+                head = head - raw + o - int(np.count_nonzero(~keep[:head - raw]))
+                raw = -(1 << 62)
+            raw += len(t)
+            a, b, t, lab = a[keep], b[keep], t[keep], lab[keep]
+        m = len(t)
+        if not m:
+            continue
+        nr = np.empty(m, dtype=bool)
+        np.not_equal(a[1:], a[:-1], out=nr[1:])
+        nr[1:] |= b[1:] != b[:-1]
+        sn = np.zeros(m, dtype=bool)
+        d = np.subtract(t[1:], t[:-1])
+        if exact_int:
+            np.less(d, GAP_US, out=sn[:-1])
+            x = np.flatnonzero(d == GAP_US)
+            if len(x):
+                sn[x] = (t[x + 1] / 1e6 - t[x] / 1e6) < SESSION_GAP_SECONDS
+        else:
+            sn[:-1] = (t[1:] / 1e6 - t[:-1] / 1e6) < SESSION_GAP_SECONDS
         x = np.flatnonzero(d <= 0)
         if len(x):
-            bads.append(x + i)
-        x = np.flatnonzero(d == GAP_US)
-        if len(x):
-            nears.append(x + i)
+            x = x[~nr[x + 1]]  # pairs inside one run
+            if len(x):
+                bads.append(x + o)
         del d
-        nr = newrun[i + 1:j + 1]
-        np.not_equal(a[i + 1:j + 1], a[i:j], out=nr)
-        nr |= b[i + 1:j + 1] != b[i:j]
-    if 0 < head < n:
-        newrun[head] = True
-    starts = np.flatnonzero(newrun)
+        if pt is None:
+            nr[0] = True
+        else:  # the pair across the batches
+            nr[0] = bool(a[0] != pa or b[0] != pb)
+            t_0 = int(t[0])
+            sns[-1][-1] = (t_0 / 1e6 - pt / 1e6) < SESSION_GAP_SECONDS
+            if t_0 <= pt and not nr[0]:
+                bads.append(np.array([o - 1]))
+        if 0 < head - o < m:
+            nr[head - o] = True
+        st = np.flatnonzero(nr)
+        starts.append(st + o)
+        ras.append(a[st])
+        rbs.append(b[st])
+        t0s.append(t[st])
+        if len(st) and st[0] == 0:  # the last timestamp of the run before each start
+            t1s.append(np.concatenate(([pt], t[st[1:] - 1])) if pt is not None else t[st[1:] - 1])
+        else:
+            t1s.append(t[st - 1])
+        ms = np.subtract(t, base)
+        ms //= 1000
+        mss.append(ms.astype(mstype))
+        labs.append(lab)
+        sns.append(sn)
+        pa, pb, pt = a[-1], b[-1], int(t[-1])
+        o += m
+    if not o:
+        return None
+    t1s.append(np.array([pt]))
+    cat = (lambda xs: xs[0] if len(xs) == 1 else np.concatenate(xs))
+    return (cat(mss), cat(labs), cat(sns), cat(starts), cat(ras), cat(rbs), cat(t0s), cat(t1s),
+            cat(bads) if bads else np.empty(0, dtype=np.int64))
+
+
+def _walk_batches(batches, limit: int, nlabels: int, overrides: list[tuple] | None = None, head: int = 0,
+                  dropped: bool = False, *, lo: int, hi: int):
+    """Edges of the actors whose runs line up (see the module docstring), and the upper uuid
+    halves of the other actors. ``batches`` yield arrays ``(a, b, t, lab)`` in scan order:
+    ``a``/``b`` are the halves of the actor's uuid, or of the stored person's when
+    ``overrides`` (old halves, new halves) are given; every ``t`` (epoch µs) is in [lo, hi],
+    ``lo >= 0``. The first ``head`` rows (the hot rows) come after all the others in time
+    order, not before.
+    Returns ({(k, src, dst): count}, {(k, src, dst): ms sum}, hi)."""
+    base = lo - lo % 1000
+    mstype = np.uint32 if (hi - base) // 1000 < 1 << 32 else np.int64
+    exact_int = hi < 1 << 52
+    scanned = _scan(batches, head, dropped, base, mstype, exact_int)
+    if scanned is None:
+        return {}, {}, np.empty(0, dtype=np.uint64)
+    ms, lab, sn, starts, ra, rb, tfirst, tlast, bad = scanned
+    n = len(ms)
     nruns = len(starts)
     ends = np.empty(nruns, dtype=np.int64)
     ends[:-1] = starts[1:] - 1
     ends[-1] = n - 1
-    ra, rb = a[starts], b[starts]
     if overrides:
         old = np.array([r[:2] for r in overrides], dtype=np.uint64)
         new = np.array([r[2:] for r in overrides], dtype=np.uint64)
@@ -307,11 +386,8 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
                     ra[r], rb[r] = new[i]
     problem_hi = []
     # inside a run, timestamps must strictly increase (equal ones are ordered by uuid: SQL decides)
-    if bads:
-        bad = np.concatenate(bads)
-        bad = bad[~newrun[bad + 1]]  # pairs inside one run
-        if len(bad):
-            problem_hi.append(np.unique(ra[np.searchsorted(starts, bad, side="right") - 1]))
+    if len(bad):
+        problem_hi.append(np.unique(ra[np.searchsorted(starts, bad, side="right") - 1]))
     # the runs of an actor, in scan order (a stable merge of the files' actor-ordered runs)
     if 0 < head < n:
         k = int(np.searchsorted(starts, head))  # runs [0, k) are the head's
@@ -325,27 +401,19 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
     if np.any(same_hi & ~same):  # two actors sharing the upper half (their runs may interleave)
         problem_hi.append(np.unique(oa[1:][same_hi & ~same]))
     prev_run, next_run = order[:-1][same], order[1:][same]  # consecutive runs of one actor
-    overlap = t[ends[prev_run]] >= t[starts[next_run]]
+    overlap = tlast[prev_run] >= tfirst[next_run]
     if np.any(overlap):
         problem_hi.append(np.unique(ra[prev_run[overlap]]))
     problem = np.unique(np.concatenate(problem_hi)) if problem_hi else np.empty(0, dtype=np.uint64)
-    del order, oa, ob, same_hi, same, newrun
+    del order, oa, ob, same_hi, same
 
-    # Within 2**52 µs of 1970 (years 1827 to 2112) two epoch-second doubles differ by the exact
-    # difference give or take 0.25 µs, so only a difference of exactly the gap can compare
-    # otherwise; elsewhere, every pair goes through the doubles
-    near = np.concatenate(nears) if nears else np.empty(0, dtype=np.int64)
-    if not (-(1 << 52) < t.min() and t.max() < (1 << 52)):
-        near = np.arange(n - 1)
-    if len(near):
-        sn[near] = (t[near + 1] / 1e6 - t[near] / 1e6) < SESSION_GAP_SECONDS
     link = np.full(nruns, -1, dtype=np.int64)  # first row of the actor's next run
     link[prev_run] = starts[next_run]
     linked = link >= 0
     end_rows = ends[linked]
     nxt_rows = link[linked]
     end_sn = np.zeros(nruns, dtype=bool)
-    end_sn[linked] = (t[nxt_rows] / 1e6 - t[end_rows] / 1e6) < SESSION_GAP_SECONDS
+    end_sn[prev_run] = (tfirst[next_run] / 1e6 - tlast[prev_run] / 1e6) < SESSION_GAP_SECONDS
     sn[ends] = end_sn
     # a duplicate followed within the gap by its own label collapses into that one
     drop = np.zeros(n, dtype=bool)
@@ -396,17 +464,6 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
             nx[odd] = skip_dropped(step(rows[odd]))
         return nx
 
-    if t[starts].min() >= 0:  # (inside a run, the first event is the earliest)
-        def ms(x: np.ndarray) -> np.ndarray:
-            return x // 1000
-    else:
-        def ms(x: np.ndarray) -> np.ndarray:
-            q = x // 1000
-            neg = x < 0
-            if neg.any():
-                q[neg] = -((-x[neg]) // 1000)  # SQL's integer division truncates
-            return q
-
     cur = skip_dropped(cur)
     width = nlabels * nlabels
     ktype = np.int32 if width < 1 << 31 else np.int64
@@ -415,7 +472,7 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
         """(k, keys, counts, ms sums) of the edges k → k + 1 from the given session heads."""
         out = []
         lcur = lab[cur].astype(ktype)
-        mcur = ms(t[cur])
+        mcur = ms[cur]
         for k in range(1, limit):
             alive = np.flatnonzero(sn[cur])
             cur, lcur, mcur = cur[alive], lcur[alive], mcur[alive]
@@ -423,7 +480,7 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
                 break
             nx = advance(cur)
             lnx = lab[nx].astype(ktype)
-            mnx = ms(t[nx])
+            mnx = ms[nx]
             key = lcur * nlabels + lnx
             dms = mnx - mcur  # whole ms, < 2**53 in total: the double sums are exact
             if width <= 1 << 22:

@@ -33,7 +33,7 @@ URLS = ["https://x.com/", "https://x.com/a", "https://x.com/a/", "https://x.com/
 def _spy(monkeypatch):
     """Counts the fast version's walks and the actors it hands to the general SQL."""
     calls = {"walk": 0, "problem": 0}
-    walk, problem = paths_fast._walk, paths_fast._problem_edges
+    walk, problem = paths_fast._walk_batches, paths_fast._problem_edges
 
     def walk_spy(*a, **k):
         calls["walk"] += 1
@@ -43,7 +43,7 @@ def _spy(monkeypatch):
         calls["problem"] += len(hi)
         return problem(snap, fi, hi)
 
-    monkeypatch.setattr(paths_fast, "_walk", walk_spy)
+    monkeypatch.setattr(paths_fast, "_walk_batches", walk_spy)
     monkeypatch.setattr(paths_fast, "_problem_edges", problem_spy)
     return calls
 
