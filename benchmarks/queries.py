@@ -25,7 +25,9 @@ For each size (``--events``, or every entry of ``--sizes``):
    (ClickHouse in-process) as a MergeTree table ordered by ``(distinct_id, timestamp)`` and
    ``windowFunnel(14 days)`` over ``$pageview → signed_up → purchase`` is timed the same way;
    the ratio of medians is printed and the step counts are checked against ours (persons ==
-   distinct_ids here: the data has no merges).
+   distinct_ids here: the data has no merges). Then a *head to head* in one process runs our
+   funnel (``core.query``) and chdb's alternately, round by round, and prints the median of the
+   per-round ratios: both sides see the same machine load, which the separate phases do not.
 4. **Memory**: every phase runs in a fresh process, so its peak RSS (``ru_maxrss``) is its own:
    generate + load, the sightline queries, and the chdb comparison.
 
@@ -566,51 +568,100 @@ def _percentile(values: list[float], pct: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def _chdb_funnel(sess_dir: Path, parquet: Path, days: int):
+    """A chdb session with the Parquet file loaded into a MergeTree ordered by (distinct_id,
+    timestamp), the windowFunnel SQL for a source, and the load time."""
+    from chdb import session as chs
+
+    d_from = START.strftime("%Y-%m-%d 00:00:00")
+    d_to = (START + timedelta(days=days - 1)).strftime("%Y-%m-%d 23:59:59.999999")
+    s = chs.Session(str(sess_dir))
+    t = time.perf_counter()
+    s.query("CREATE TABLE events (distinct_id String, timestamp DateTime64(6, 'UTC'), "
+            "event LowCardinality(String)) ENGINE = MergeTree ORDER BY (distinct_id, timestamp)")
+    s.query(f"INSERT INTO events SELECT distinct_id, timestamp, event FROM file('{parquet}', Parquet)")
+    s.query("OPTIMIZE TABLE events FINAL")
+    load_s = time.perf_counter() - t
+    window_us = FUNNEL_WINDOW_DAYS * 86_400 * US_PER_S
+
+    def funnel_sql(source: str) -> str:
+        return (f"SELECT level, count() AS n FROM (SELECT distinct_id, windowFunnel({window_us})("
+                f"toUInt64(toUnixTimestamp64Micro(timestamp)), event = '$pageview', event = 'signed_up', "
+                f"event = 'purchase') AS level FROM {source} "
+                f"WHERE timestamp >= toDateTime64('{d_from}', 6, 'UTC') "
+                f"AND timestamp <= toDateTime64('{d_to}', 6, 'UTC') "
+                f"AND event IN ('$pageview', 'signed_up', 'purchase') GROUP BY distinct_id) "
+                f"GROUP BY level ORDER BY level FORMAT JSONCompact")
+
+    return s, funnel_sql, load_s
+
+
+def _chdb_counts(s, sql: str) -> list[int]:
+    res = s.query(sql, "JSONCompact")
+    levels = {int(lv): int(n) for lv, n in json.loads(res.bytes())["data"]}
+    return [sum(n for lv, n in levels.items() if lv >= k) for k in (1, 2, 3)]
+
+
 def phase_chdb(cache: str, days: int, repeat: int) -> dict:
     """windowFunnel over the same Parquet file in chdb (ClickHouse in-process)."""
     try:
-        from chdb import session as chs
+        import chdb  # noqa: F401
     except ImportError:
         return {"error": "chdb is not installed"}
     cache_dir = Path(cache)
     parquet = cache_dir / "events.parquet"
     sess_dir = Path(tempfile.mkdtemp(prefix="chdb-", dir=cache_dir))
-    d_from = START.strftime("%Y-%m-%d 00:00:00")
-    d_to = (START + timedelta(days=days - 1)).strftime("%Y-%m-%d 23:59:59.999999")
     try:
-        s = chs.Session(str(sess_dir))
-        t = time.perf_counter()
-        s.query("CREATE TABLE events (distinct_id String, timestamp DateTime64(6, 'UTC'), "
-                "event LowCardinality(String)) ENGINE = MergeTree ORDER BY (distinct_id, timestamp)")
-        s.query(f"INSERT INTO events SELECT distinct_id, timestamp, event FROM file('{parquet}', Parquet)")
-        s.query("OPTIMIZE TABLE events FINAL")
-        load_s = time.perf_counter() - t
-        window_us = FUNNEL_WINDOW_DAYS * 86_400 * US_PER_S
-
-        def funnel_sql(source: str) -> str:
-            return (f"SELECT level, count() AS n FROM (SELECT distinct_id, windowFunnel({window_us})("
-                    f"toUInt64(toUnixTimestamp64Micro(timestamp)), event = '$pageview', event = 'signed_up', "
-                    f"event = 'purchase') AS level FROM {source} "
-                    f"WHERE timestamp >= toDateTime64('{d_from}', 6, 'UTC') "
-                    f"AND timestamp <= toDateTime64('{d_to}', 6, 'UTC') "
-                    f"AND event IN ('$pageview', 'signed_up', 'purchase') GROUP BY distinct_id) "
-                    f"GROUP BY level ORDER BY level FORMAT JSONCompact")
-
+        s, funnel_sql, load_s = _chdb_funnel(sess_dir, parquet, days)
         results = {}
         for key, source in (("mergetree", "events"), ("parquet_file", f"file('{parquet}', Parquet)")):
             sql = funnel_sql(source)
-            res = s.query(sql, "JSONCompact")
-            levels = {int(lv): int(n) for lv, n in json.loads(res.bytes())["data"]}
+            steps = _chdb_counts(s, sql)
             times = []
             for _ in range(repeat):
                 t = time.perf_counter()
                 s.query(sql, "JSONCompact")
                 times.append(time.perf_counter() - t)
-            steps = [sum(n for lv, n in levels.items() if lv >= k) for k in (1, 2, 3)]
             results[key] = {"median": statistics.median(times), "p90": _percentile(times, 90),
                             "counts": steps, "sql": sql}
         s.close()
         return {"load_seconds": load_s, **results, "peak_rss_mb": _rss_mb()}
+    finally:
+        shutil.rmtree(sess_dir, ignore_errors=True)
+
+
+def phase_head_to_head(cache: str, days: int, rounds: int) -> dict:
+    """The 3-step funnel through ``core.query`` and chdb's windowFunnel (MergeTree) in one
+    process, alternating round by round: both sides see the same machine load, so their ratio
+    holds on a busy machine where the separate phases' ratio does not."""
+    try:
+        import chdb  # noqa: F401
+    except ImportError:
+        return {"error": "chdb is not installed"}
+    import sightline
+
+    cache_dir = Path(cache)
+    sess_dir = Path(tempfile.mkdtemp(prefix="chdb-", dir=cache_dir))
+    q = next(qq for n, _, qq in queries(days) if n == "funnel_3")
+    try:
+        s, funnel_sql, _ = _chdb_funnel(sess_dir, cache_dir / "events.parquet", days)
+        sql = funnel_sql("events")
+        with sightline.open(cache_dir / "data") as core:
+            ours_counts = [st["count"] for st in core.query(q).raw["results"]]   # warm-ups
+            theirs_counts = _chdb_counts(s, sql)
+            ours, theirs = [], []
+            for _ in range(rounds):
+                t = time.perf_counter()
+                core.query(q)
+                ours.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                s.query(sql, "JSONCompact")
+                theirs.append(time.perf_counter() - t)
+        s.close()
+        ratios = [a / b for a, b in zip(ours, theirs)]
+        return {"ours": ours, "theirs": theirs, "ratio_median": statistics.median(ratios),
+                "ratio_of_minimums": min(ours) / min(theirs), "match": ours_counts == theirs_counts,
+                "loadavg": os.getloadavg()}
     finally:
         shutil.rmtree(sess_dir, ignore_errors=True)
 
@@ -672,6 +723,16 @@ def run_size(root: Path, events: int, persons: int, args) -> dict:
                  f"{'MATCH' if same else 'MISMATCH'}")
             ch["match"] = same
             _say(f"  peak RSS of the chdb process: {ch['peak_rss_mb']:,.0f} MB")
+            rounds = max(args.repeat, 7)
+            h2h = _in_process(phase_head_to_head, str(cache), args.days, rounds)
+            ch["head_to_head"] = h2h
+            if "error" not in h2h:
+                _say(f"  head to head, one process, alternating ({rounds} rounds): sightline funnel_3 median "
+                     f"{statistics.median(h2h['ours']) * 1000:.1f} ms, chdb windowFunnel median "
+                     f"{statistics.median(h2h['theirs']) * 1000:.1f} ms; ratio per round, median "
+                     f"{h2h['ratio_median']:.2f}x; ratio of the minimums {h2h['ratio_of_minimums']:.2f}x; "
+                     f"counts {'MATCH' if h2h['match'] else 'MISMATCH'}")
+                ch["match"] = ch["match"] and h2h["match"]
     return {"events": events, "persons": persons, "prep": prep, "queries": q, "chdb": ch, "engine": engine}
 
 
@@ -720,6 +781,9 @@ def print_table(runs: list[dict], args, version: str = "") -> None:
         lines.append(f"{'funnel_3 / chdb (MergeTree)':<32}" + "".join(
             f"{r['queries']['queries']['funnel_3']['median'] / r['chdb']['mergetree']['median']:>13.1f}x{'':>12}"
             for r in runs))
+        if all("ratio_median" in r["chdb"].get("head_to_head", {}) for r in runs):
+            lines.append(f"{'funnel_3 / chdb, alternating':<32}" + "".join(
+                f"{r['chdb']['head_to_head']['ratio_median']:>13.2f}x{'':>12}" for r in runs))
         lines.append(f"{'funnel_3 counts == chdb':<32}" + "".join(
             f"{'yes' if r['chdb']['match'] else 'NO':>14}{'':>12}" for r in runs))
     lines.append("-" * len(head))
