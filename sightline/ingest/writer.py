@@ -148,6 +148,15 @@ class RecentUuids:
         for _ in range(len(order) - self.capacity):
             members.discard(order.popleft())
 
+    def add_new(self, keys: "set[tuple[int, str]]") -> None:
+        """:meth:`add_many` for keys none of which is held yet (the writer's own check), in
+        C-level loops: the same set and eviction order."""
+        self._set.update(keys)
+        self._order.extend(keys)
+        members, order = self._set, self._order
+        for _ in range(len(order) - self.capacity):
+            members.discard(order.popleft())
+
     @property
     def keys(self) -> set[tuple[int, str]]:
         """The set itself, for fast membership tests (read only)."""
@@ -194,7 +203,15 @@ class Writer:
         self._to_flush: queue.SimpleQueue = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._acked: Position = self.log.position
-        self._logged: Position = self.log.position
+        # Groups committed with a record for the log, and how many of them the syncer has settled
+        # (logged and acknowledged, or failed): a job waits until every committed group is settled.
+        self._groups_logged = 0
+        self._groups_settled = 0
+        # Bumped by the syncer when a record could not be logged: records of the same epoch were
+        # resolved against identity changes that are lost, so they fail too, and the next commit
+        # reloads the identity state first (_identity_stale).
+        self._log_epoch = 0
+        self._identity_stale = False
         self._flushed: Position = self.log.position
         self._unflushed = 0
         self._oldest_unflushed: float | None = None
@@ -435,7 +452,10 @@ class Writer:
         identity, recent = self.identity, self.recent
         started = time.perf_counter()
         pieces: list[pa.Table] = []
+        epoch = self._log_epoch  # read before the identity is checked (see _sync_loop)
         try:
+            self._check_identity()
+            identity = self.identity
             recent_keys = recent.keys
             for item in items:
                 pid = item.project_id
@@ -468,14 +488,13 @@ class Writer:
                     merged = merged.set_column(_CREATED_AT, "created_at", created)
                     table = merged if table is None else pa.concat_tables([table, merged])
                 rows = change_rows(changes)
-                payload = encode_parts(table, rows)
                 self._wait_for_room()
-                with self._log_lock:
-                    position = self.log.append(payload)
-                self._logged = position
-                record = (table, rows, position)
-        except Exception as exc:  # the log could not be written: nothing of this group is durable
-            log.exception("logging %d events failed", len(stored) + sum(p.num_rows for p in pieces))
+                # the syncer thread encodes and appends the record, then fsyncs (off this thread,
+                # which is usually the event loop's)
+                record = (table, rows, epoch)
+                self._groups_logged += 1
+        except Exception as exc:  # nothing of this group is durable
+            log.exception("preparing %d events failed", len(stored) + sum(p.num_rows for p in pieces))
             self.stats.failures += 1
             try:
                 self.identity = self._identity_loader()  # drop the unlogged identity changes
@@ -484,7 +503,7 @@ class Writer:
             self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
                                                   code="storage_error"))
             return
-        recent.add_many(seen)
+        recent.add_new(seen)
         st = self.stats
         st.batches += 1
         st.events_stored += n_stored
@@ -553,27 +572,77 @@ class Writer:
                     stop = True
                     break
                 groups.append(nxt)
-            try:
-                if any(g[2] is not None for g in groups):
-                    with self._log_lock:
-                        fd = self.log.sync_handle()
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-            except Exception as exc:  # cannot make the log durable: fail these requests
-                log.exception("fsync of the ingestion log failed")
-                self.stats.failures += 1
-                for items, _, _ in groups:
-                    self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
-                                                          code="storage_error"))
-            else:
-                for items, results, record in groups:
-                    if record is not None:
-                        self._hand_over(*record)
-                    self._finish(items, results=results)
+            self._log_groups(groups)
             if stop:
                 return
+
+    def _log_groups(self, groups: list) -> None:
+        """Append each group's record to the log (in commit order), fsync once for all of them,
+        then hand the records to the flusher and answer the requests."""
+        logged: list = []  # (items, results, (table, rows, position) or None)
+        settled = 0
+        for items, results, record in groups:
+            if record is None:
+                logged.append((items, results, None))
+                continue
+            settled += 1
+            table, rows, epoch = record
+            if epoch != self._log_epoch:  # resolved against identity changes that were lost
+                self._finish(items, error=Unavailable("Storing events failed: an earlier write failed. "
+                                                      "Retry shortly.", code="storage_error"))
+                continue
+            try:
+                payload = encode_parts(table, rows)
+                with self._log_lock:
+                    position = self.log.append(payload)
+            except Exception as exc:  # the log could not be written: nothing of this group is durable
+                log.exception("logging %d events failed", table.num_rows)
+                self._lose_identity()
+                self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
+                                                      code="storage_error"))
+                continue
+            logged.append((items, results, (table, rows, position)))
+        try:
+            if any(g[2] is not None for g in logged):
+                with self._log_lock:
+                    fd = self.log.sync_handle()
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except Exception as exc:  # cannot make the log durable: fail these requests
+            log.exception("fsync of the ingestion log failed")
+            self._lose_identity()
+            for items, _, _ in logged:
+                self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
+                                                      code="storage_error"))
+        else:
+            for items, results, record in logged:
+                if record is not None:
+                    self._hand_over(*record)
+                self._finish(items, results=results)
+        if settled:
+            with self._cond:
+                self._groups_settled += settled
+                self._cond.notify_all()
+
+    def _lose_identity(self) -> None:
+        """A record could not be made durable: the in-memory identity holds its changes (and
+        maybe later groups' built on them). Fail every record of this epoch and let the next
+        commit reload the identity state (the syncer cannot take the commit lock: a job may
+        hold it while it waits for the syncer)."""
+        self.stats.failures += 1
+        self._identity_stale = True  # before the epoch moves: a commit that sees the new epoch reloads
+        self._log_epoch += 1
+
+    def _check_identity(self) -> None:
+        """Reload the identity state if the syncer lost a record (under the commit lock)."""
+        if self._identity_stale:
+            self._identity_stale = False
+            try:
+                self.identity = self._identity_loader()
+            except Exception:  # pragma: no cover - storage is gone; keep the old state
+                log.exception("reloading identity state failed")
 
     def _hand_over(self, table: pa.Table, rows: ChangeRows, position: Position) -> None:
         with self._cond:
@@ -596,8 +665,9 @@ class Writer:
     def _run_job(self, job: _Job) -> None:
         try:
             with self._cond:  # every logged group must be acknowledged, then stored, before the job
-                self._cond.wait_for(lambda: self._acked >= self._logged)
+                self._cond.wait_for(lambda: self._groups_settled >= self._groups_logged)
             self.sync(timeout=None)
+            self._check_identity()
             if job.exclusive:
                 result, purge_log = job.fn(self.identity, None)
                 if purge_log:

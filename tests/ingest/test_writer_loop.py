@@ -88,3 +88,84 @@ def test_after_stop_the_loop_gets_an_error_not_a_hang(tmp_path):
         return None
 
     assert isinstance(asyncio.run(main()), Unavailable)
+
+
+def test_a_record_the_log_cannot_take_fails_its_group_and_the_identity_is_reloaded(tmp_path):
+    """The syncer thread appends the records (off the event loop). When an append fails, that
+    group gets 503 storage_error and nothing of it is stored, the identity changes it made are
+    dropped (the next commit reloads the state), later groups still work, and a job that waits
+    for every committed group does not hang."""
+    core = sightline.open(tmp_path / "d")
+    try:
+        writer, pid = core.writer, core.bootstrap_info.project.id
+        assert writer.write(pid, _events("ok", 6)).stored == 6
+        log = writer.log
+        real_append = log.append
+        fail = {"n": 1}
+
+        def flaky_append(payload):
+            if fail["n"]:
+                fail["n"] -= 1
+                raise OSError(28, "No space left on device")
+            return real_append(payload)
+
+        log.append = flaky_append
+        failed = writer.submit(pid, _events("lost", 6))
+        try:
+            failed.result(10)
+            raise AssertionError("the group should have failed")
+        except Unavailable as exc:
+            assert exc.code == "storage_error" and "No space left" in exc.detail
+        # its new persons were never stored: the next commit starts from the stored identity
+        assert writer.write(pid, _events("after", 6)).stored == 6
+        assert writer.identity.person_for(pid, "lost-0") is None
+        assert writer.identity.person_for(pid, "after-0") is not None
+        assert writer.run_exclusive(lambda identity: "job ran") == "job ran"
+        core.sync()
+        stored = core.storage.execute("select distinct_id from events order by distinct_id").rows
+        assert sorted({r[0].split("-")[0] for r in stored}) == ["after", "ok"]
+        assert len(stored) == 12
+        assert writer.pending_events == 0
+    finally:
+        core.close()
+
+
+def test_groups_resolved_against_a_lost_record_fail_too(tmp_path):
+    """A group committed after a group whose record is then lost (same epoch) must not be logged:
+    its persons may be the lost group's. The syncer fails it; the following one succeeds."""
+    core = sightline.open(tmp_path / "d")
+    try:
+        writer, pid = core.writer, core.bootstrap_info.project.id
+        log = writer.log
+        real_append = log.append
+        gate, entered = threading.Event(), threading.Event()
+        calls = {"n": 0}
+
+        def slow_failing_append(payload):
+            calls["n"] += 1
+            if calls["n"] == 1:  # hold the syncer until the second group is committed, then fail
+                entered.set()
+                gate.wait(10)
+                raise OSError(5, "I/O error")
+            return real_append(payload)
+
+        log.append = slow_failing_append
+
+        async def main():
+            first = writer.submit(pid, _events("a", 3), in_loop=True)
+            await asyncio.sleep(0)  # first group committed by this pass of the loop
+            assert await asyncio.to_thread(entered.wait, 10)
+            second = writer.submit(pid, _events("a", 3), in_loop=True)  # same persons as the first
+            await asyncio.sleep(0.05)
+            gate.set()
+            return await asyncio.gather(first, second, return_exceptions=True)
+
+        first, second = asyncio.run(main())
+        assert isinstance(first, Unavailable) and isinstance(second, Unavailable)
+        assert calls["n"] == 1  # the second record was never appended
+        assert writer.write(pid, _events("b", 3)).stored == 3
+        core.sync()
+        assert core.storage.execute("select count(*) from events").rows[0][0] == 3
+        assert writer.identity.person_for(pid, "a-0") is None
+    finally:
+        core.close()
