@@ -128,50 +128,66 @@ def _warm_up() -> None:
 
 
 class RecentUuids:
-    """A bounded set of (project_id, uuid) with first-in-first-out eviction."""
+    """A bounded set of (project_id, uuid) with first-in-first-out eviction.
+
+    Held as one set of uuid strings per project and two deques in step (uuids, projects), not
+    as ``(project_id, uuid)`` tuples: strings and ints are not tracked by the cyclic garbage
+    collector, whereas a million tuples made every young-generation collection walk the newest
+    of them (milliseconds of the event loop each time)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._set: set[tuple[int, str]] = set()
-        self._order: deque[tuple[int, str]] = deque()
+        self._sets: dict[int, set[str]] = {}
+        self._order: deque[str] = deque()
+        self._order_pid: deque[int] = deque()
 
     def __contains__(self, key: tuple[int, str]) -> bool:
-        return key in self._set
+        members = self._sets.get(key[0])
+        return members is not None and key[1] in members
+
+    def project(self, project_id: int) -> set[str]:
+        """The uuids held for one project (read only: for fast membership tests)."""
+        members = self._sets.get(project_id)
+        if members is None:
+            members = self._sets[project_id] = set()
+        return members
+
+    def add(self, key: tuple[int, str]) -> None:
+        self.add_many((key,))
 
     def add_many(self, keys: Iterable[tuple[int, str]]) -> None:
         """``add`` each key in order (the same set and eviction order), in one call."""
-        members, order = self._set, self._order
-        for key in keys:
-            if key not in members:
-                members.add(key)
-                order.append(key)
-        for _ in range(len(order) - self.capacity):
-            members.discard(order.popleft())
+        order, order_pid = self._order, self._order_pid
+        for pid, uuid in keys:
+            members = self.project(pid)
+            if uuid not in members:
+                members.add(uuid)
+                order.append(uuid)
+                order_pid.append(pid)
+        self._evict()
 
-    def add_new(self, keys: "set[tuple[int, str]]") -> None:
-        """:meth:`add_many` for keys none of which is held yet (the writer's own check), in
-        C-level loops: the same set and eviction order."""
-        self._set.update(keys)
-        self._order.extend(keys)
-        members, order = self._set, self._order
-        for _ in range(len(order) - self.capacity):
-            members.discard(order.popleft())
+    def add_new(self, project_id: int, uuids: "set[str]") -> None:
+        """:meth:`add_many` for one project's uuids none of which is held yet (the writer's own
+        check), in C-level loops."""
+        self.project(project_id).update(uuids)
+        self._order.extend(uuids)
+        self._order_pid.extend([project_id] * len(uuids))
+        self._evict()
 
-    @property
-    def keys(self) -> set[tuple[int, str]]:
-        """The set itself, for fast membership tests (read only)."""
-        return self._set
+    def discard(self, project_id: int, uuids: Iterable[str]) -> None:
+        """Forget uuids (of events that were not stored after all); their queue entries stay
+        and are dropped when they reach the front."""
+        members = self._sets.get(project_id)
+        if members is not None:
+            members.difference_update(uuids)
+
+    def _evict(self) -> None:
+        order, order_pid, sets = self._order, self._order_pid, self._sets
+        for _ in range(len(order) - self.capacity):
+            sets[order_pid.popleft()].discard(order.popleft())
 
     def __len__(self) -> int:
-        return len(self._set)
-
-    def add(self, key: tuple[int, str]) -> None:
-        if key in self._set:
-            return
-        self._set.add(key)
-        self._order.append(key)
-        if len(self._order) > self.capacity:
-            self._set.discard(self._order.popleft())
+        return sum(len(m) for m in self._sets.values())
 
 
 class Writer:
@@ -212,6 +228,7 @@ class Writer:
         # reloads the identity state first (_identity_stale).
         self._log_epoch = 0
         self._identity_stale = False
+        self._forget: list[tuple[list, list]] = []  # (project ids, uuids) of groups that failed there
         self._flushed: Position = self.log.position
         self._unflushed = 0
         self._oldest_unflushed: float | None = None
@@ -448,7 +465,7 @@ class Writer:
         stored: list[Event] = []
         project_ids: list[int] = []
         results: list[WriteResult] = []
-        seen: set[tuple[int, str]] = set()
+        seen: dict[int, set[str]] = {}  # project → uuids of this group (new ones)
         identity, recent = self.identity, self.recent
         started = time.perf_counter()
         pieces: list[pa.Table] = []
@@ -456,21 +473,24 @@ class Writer:
         try:
             self._check_identity()
             identity = self.identity
-            recent_keys = recent.keys
             for item in items:
                 pid = item.project_id
+                recent_keys = recent.project(pid)
+                seen_p = seen.get(pid)
+                if seen_p is None:
+                    seen_p = seen[pid] = set()
                 if type(item) is _TableItem:
-                    piece, kept_n = self._resolve_table(item, changes, seen, recent_keys)
+                    piece, kept_n = self._resolve_table(item, changes, seen_p, recent_keys)
                     if kept_n:
                         pieces.append(piece)
                     results.append(WriteResult(kept_n, item.count - kept_n))
                     continue
                 kept = []
                 for event in item.events:
-                    key = (pid, event.uuid)
-                    if key in recent_keys or key in seen:
+                    uuid = event.uuid
+                    if uuid in recent_keys or uuid in seen_p:
                         continue
-                    seen.add(key)
+                    seen_p.add(uuid)
                     kept.append(event)
                 identity.process_batch(pid, kept, changes)  # in order, as process() one by one
                 stored += kept
@@ -503,7 +523,9 @@ class Writer:
             self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
                                                   code="storage_error"))
             return
-        recent.add_new(seen)
+        for pid, uuids in seen.items():
+            if uuids:
+                recent.add_new(pid, uuids)
         st = self.stats
         st.batches += 1
         st.events_stored += n_stored
@@ -529,13 +551,12 @@ class Writer:
         specials = dict(item.specials)
         keep: list[bool] | None = None
         for i, u in enumerate(uuids):
-            key = (pid, u)
-            if key in recent_keys or key in seen:
+            if u in recent_keys or u in seen:
                 if keep is None:
                     keep = [True] * len(uuids)
                 keep[i] = False
                 continue
-            seen.add(key)
+            seen.add(u)
         if keep is not None:  # duplicates (SDK retries): drop their rows, renumber the rest
             rows = [i for i, k in enumerate(keep) if k]
             table = table.take(pa.array(rows, pa.int64()))
@@ -588,6 +609,7 @@ class Writer:
             settled += 1
             table, rows, epoch = record
             if epoch != self._log_epoch:  # resolved against identity changes that were lost
+                self._forget_later(table)
                 self._finish(items, error=Unavailable("Storing events failed: an earlier write failed. "
                                                       "Retry shortly.", code="storage_error"))
                 continue
@@ -598,6 +620,7 @@ class Writer:
             except Exception as exc:  # the log could not be written: nothing of this group is durable
                 log.exception("logging %d events failed", table.num_rows)
                 self._lose_identity()
+                self._forget_later(table)
                 self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
                                                       code="storage_error"))
                 continue
@@ -613,7 +636,9 @@ class Writer:
         except Exception as exc:  # cannot make the log durable: fail these requests
             log.exception("fsync of the ingestion log failed")
             self._lose_identity()
-            for items, _, _ in logged:
+            for items, _, record in logged:
+                if record is not None:
+                    self._forget_later(record[0])
                 self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
                                                       code="storage_error"))
         else:
@@ -635,8 +660,22 @@ class Writer:
         self._identity_stale = True  # before the epoch moves: a commit that sees the new epoch reloads
         self._log_epoch += 1
 
+    def _forget_later(self, table: pa.Table) -> None:
+        """A group's events were not stored: before the next commit, drop their uuids from the
+        dedup window (a retry must be stored, not taken for a duplicate). Called before the
+        group's requests are answered, so any retry is committed after that."""
+        self._forget.append((table.column("project_id").to_pylist(), table.column("uuid").to_pylist()))
+
     def _check_identity(self) -> None:
-        """Reload the identity state if the syncer lost a record (under the commit lock)."""
+        """Undo what the syncer could not log (under the commit lock): forget the uuids of the
+        failed groups, and reload the identity state if a record was lost."""
+        while self._forget:
+            pids, uuids = self._forget.pop()
+            by_project: dict[int, list[str]] = {}
+            for pid, uuid in zip(pids, uuids):
+                by_project.setdefault(pid, []).append(uuid)
+            for pid, project_uuids in by_project.items():
+                self.recent.discard(pid, project_uuids)
         if self._identity_stale:
             self._identity_stale = False
             try:

@@ -169,3 +169,51 @@ def test_groups_resolved_against_a_lost_record_fail_too(tmp_path):
         assert writer.identity.person_for(pid, "a-0") is None
     finally:
         core.close()
+
+
+def test_a_retry_after_a_failed_group_is_stored_not_taken_for_a_duplicate(tmp_path):
+    """The dedup window must not remember the uuids of a group the log did not take."""
+    core = sightline.open(tmp_path / "d")
+    try:
+        writer, pid = core.writer, core.bootstrap_info.project.id
+        raw = [{"event": "e", "distinct_id": f"r-{i}", "uuid": f"0190a8c2-0000-7000-8000-{i:012d}",
+                "properties": {"i": i}} for i in range(5)]
+        log = writer.log
+        real_append = log.append
+        fail = {"n": 1}
+
+        def flaky_append(payload):
+            if fail["n"]:
+                fail["n"] -= 1
+                raise OSError(28, "No space left on device")
+            return real_append(payload)
+
+        log.append = flaky_append
+        try:
+            writer.write(pid, normalize_batch(raw, now=datetime.now(UTC)).events, timeout=10)
+            raise AssertionError("the group should have failed")
+        except Unavailable:
+            pass
+        retry = writer.write(pid, normalize_batch(raw, now=datetime.now(UTC)).events, timeout=10)
+        assert (retry.stored, retry.duplicates) == (5, 0)
+        again = writer.write(pid, normalize_batch(raw, now=datetime.now(UTC)).events, timeout=10)
+        assert (again.stored, again.duplicates) == (0, 5)  # now they are remembered
+        core.sync()
+        assert core.storage.execute("select count(*) from events").rows[0][0] == 5
+    finally:
+        core.close()
+
+
+def test_recent_uuids_window_is_fifo_across_projects():
+    from sightline.ingest.writer import RecentUuids
+
+    r = RecentUuids(4)
+    r.add_many([(1, "a"), (2, "a"), (1, "b"), (1, "a")])  # the repeat is ignored
+    assert len(r) == 3 and (1, "a") in r and (2, "a") in r and (2, "b") not in r
+    r.add_new(2, {"c"})
+    r.add((1, "d"))  # capacity 4: the oldest, (1, "a"), goes
+    assert (1, "a") not in r and (2, "a") in r and (1, "d") in r and len(r) == 4
+    r.discard(2, ["c"])
+    assert (2, "c") not in r and len(r) == 3
+    r.add_many([(3, "x"), (3, "y")])  # evicts (2, "a") then (1, "b")
+    assert (2, "a") not in r and (1, "b") not in r and (3, "y") in r
