@@ -162,17 +162,19 @@ def _slots(hashes: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def _values(snap: _Snapshot, fi: FastInput) -> list[tuple[str, str | None]] | None:
+def _values(snap: _Snapshot, fi: FastInput) -> tuple[list[tuple[str, str | None]] | None, int]:
     """A superset of the distinct ``(event, $current_url)`` of the rows the query reads: those
     of the hot rows, and those of every part file that may hold the project's rows in the
-    range (files never change once written: each file's values are read once per process)."""
+    range (files never change once written: each file's values are read once per process).
+    Also the number of rows stored there (at least as many as the query reads)."""
     params = {"fv_start": fi.start, "fv_end": fi.end, **fi.params}
     files = snap.run(
-        "SELECT p.name FROM event_parts p LEFT JOIN event_part_layout l USING (name) "
+        "SELECT p.name, p.rows FROM event_parts p LEFT JOIN event_part_layout l USING (name) "
         f"WHERE (l.project_id = {fi.project} OR l.project_id IS NULL) AND (p.min_timestamp IS NULL "
         "OR p.max_timestamp IS NULL OR (p.min_timestamp <= $fv_end AND p.max_timestamp >= $fv_start))", params)
     root = snap.parts_dir
-    paths = [str(root / name) for (name,) in files]
+    paths = [str(root / name) for name, _ in files]
+    rows = sum(int(n or 0) for _, n in files)
     missing = [f for f in paths if (f, fi.events) not in _VALUES]
     if missing:
         found: dict[str, set] = {f: set() for f in missing}
@@ -187,22 +189,23 @@ def _values(snap: _Snapshot, fi: FastInput) -> list[tuple[str, str | None]] | No
                 _VALUES.popitem(last=False)
     out = set(snap.run(f"SELECT DISTINCT e.event, e.mat_current_url FROM events_hot e "
                        f"WHERE e.project_id = {fi.project} AND {fi.events}", params))
+    rows += snap.run(f"SELECT count(*) FROM events_hot e WHERE e.project_id = {fi.project}", params)[0][0]
     for f in paths:
         vals = _VALUES.get((f, fi.events))
         if vals is None:
-            return None
+            return None, 0
         _VALUES.move_to_end((f, fi.events))
         out.update(vals)
         if len(out) > MAX_DISTINCT:
-            return None
-    return sorted(out, key=repr)
+            return None, 0
+    return sorted(out, key=repr), rows
 
 
 def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
     src = f"FROM events e{fi.joins} WHERE {fi.where}"
     raw = "hash(e.event, e.mat_current_url)"
     drop = f"label IS NULL OR {fi.drop}" if fi.drop else "label IS NULL"
-    values = _values(snap, fi) if snap.parts_dir is not None else None
+    values, capacity = _values(snap, fi) if snap.parts_dir is not None else (None, 0)
     if values is None:
         distinct = snap.run(
             f"SELECT h, label, {drop} AS dropped FROM (SELECT {raw} AS h, {fi.label} AS label "
@@ -257,7 +260,8 @@ def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
     lo, hi = _epoch_us(fi.start), _epoch_us(fi.end)
     if lo < 0:
         return None  # (the SQL truncates whole milliseconds toward zero: not done here)
-    counts, sums, problem = _walk_batches(batches(), fi.limit, len(names), overrides, hot, dropped, lo=lo, hi=hi)
+    counts, sums, problem = _walk_batches(batches(), fi.limit, len(names), overrides, hot, dropped, lo=lo, hi=hi,
+                                          capacity=capacity)
     out: dict[tuple[int, str, str], list[int]] = {}
     for (k, x, y), (c, s) in zip(counts.keys(), zip(counts.values(), sums.values())):
         out[(k, names[x], names[y])] = [c, s]
@@ -276,20 +280,53 @@ def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: i
     return _walk_batches([(a, b, t, lab)], limit, nlabels, overrides, head, lo=lo, hi=hi)
 
 
-def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool):
+class _Out:
+    """An array filled batch by batch, in place while the capacity lasts (pages never written
+    are never touched), then in pieces concatenated at the end."""
+
+    def __init__(self, capacity: int, dtype):
+        self.buf = np.empty(capacity, dtype=dtype)
+        self.dtype = dtype
+        self.pieces: list[np.ndarray] = []
+        self.n = 0
+
+    def take(self, m: int) -> np.ndarray:
+        if not self.pieces and self.n + m <= len(self.buf):
+            view = self.buf[self.n:self.n + m]
+        else:
+            if not self.pieces:
+                self.pieces.append(self.buf[:self.n])
+            view = np.empty(m, dtype=self.dtype)
+            self.pieces.append(view)
+        self.n += m
+        return view
+
+    def result(self) -> np.ndarray:
+        return self.buf[:self.n] if not self.pieces else np.concatenate(self.pieces)
+
+
+def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool, capacity: int = 0):
     """The per-row passes, batch by batch as DuckDB hands them over (it reads the next batches
-    meanwhile). Returns, concatenated: each row's whole milliseconds after ``base`` (µs, a
-    multiple of 1000 at or before every row: the SQL's ``epoch_us // 1000`` differences), label
-    and ``sn`` (followed within the gap by the next row in scan order, SQL's comparison of
-    double epoch seconds; fixed at run ends later); each run's first row, actor halves, first
-    and last timestamp; rows out of order inside a run. ``None`` without rows. With
-    ``dropped``, rows labelled -1 (no label, or an excluded one: not in the general query's
-    ``ev2``) are left out. ``exact_int``: every timestamp is within 2**52 µs of 1970, where two
-    epoch-second doubles differ by the exact difference give or take 0.25 µs, so an integer
-    comparison decides unless the difference is exactly the gap."""
-    mss, labs, sns, starts, ras, rbs, t0s, t1s, bads = [], [], [], [], [], [], [], [], []
+    meanwhile). Returns: each row's whole milliseconds after ``base`` (µs, a multiple of 1000
+    at or before every row: the SQL's ``epoch_us // 1000`` differences), label and ``sn``
+    (followed within the gap by the next row in scan order, SQL's comparison of double epoch
+    seconds; fixed at run ends later); each run's first row, actor halves, first and last
+    timestamp; rows out of order inside a run. ``None`` without rows. With ``dropped``, rows
+    labelled -1 (no label, or an excluded one: not in the general query's ``ev2``) are left
+    out. ``exact_int``: every timestamp is within 2**52 µs of 1970, where two epoch-second
+    doubles differ by the exact difference give or take 0.25 µs, so an integer comparison
+    decides unless the difference is exactly the gap. ``capacity``: at least the number of
+    rows if known (the outputs are filled in place), else 0. Temporaries reuse one scratch
+    buffer: fresh memory for each batch would cost more in page faults than the arithmetic."""
+    mss = labs = sns = None
+    starts, ras, rbs, t0s, t1s = (_Out(capacity // 4, dt) for dt in
+                                  (np.int64, np.uint64, np.uint64, np.int64, np.int64))
+    bads = []
     o = raw = 0
     pa = pb = pt = None
+    prev_sn = None
+    scratch = np.empty(0, dtype=np.int64)
+    flags = np.empty(0, dtype=bool)
     for a, b, t, lab in batches:
         if dropped:
             keep = lab >= 0
@@ -301,11 +338,19 @@ def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool)
         m = len(t)
         if not m:
             continue
-        nr = np.empty(m, dtype=bool)
+        if mss is None:
+            mss, labs, sns = _Out(capacity, mstype), _Out(capacity, lab.dtype), _Out(capacity, bool)
+        if len(scratch) < m:
+            scratch = np.empty(m, dtype=np.int64)
+            flags = np.empty(m, dtype=bool)
+        nr = flags[:m]
         np.not_equal(a[1:], a[:-1], out=nr[1:])
-        nr[1:] |= b[1:] != b[:-1]
-        sn = np.zeros(m, dtype=bool)
-        d = np.subtract(t[1:], t[:-1])
+        sn = sns.take(m)
+        np.not_equal(b[1:], b[:-1], out=sn[1:])
+        nr[1:] |= sn[1:]
+        sn[-1] = False
+        d = scratch[:m - 1]
+        np.subtract(t[1:], t[:-1], out=d)
         if exact_int:
             np.less(d, GAP_US, out=sn[:-1])
             x = np.flatnonzero(d == GAP_US)
@@ -318,43 +363,47 @@ def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool)
             x = x[~nr[x + 1]]  # pairs inside one run
             if len(x):
                 bads.append(x + o)
-        del d
         if pt is None:
             nr[0] = True
         else:  # the pair across the batches
             nr[0] = bool(a[0] != pa or b[0] != pb)
             t_0 = int(t[0])
-            sns[-1][-1] = (t_0 / 1e6 - pt / 1e6) < SESSION_GAP_SECONDS
+            prev_sn[-1] = (t_0 / 1e6 - pt / 1e6) < SESSION_GAP_SECONDS
             if t_0 <= pt and not nr[0]:
                 bads.append(np.array([o - 1]))
         if 0 < head - o < m:
             nr[head - o] = True
         st = np.flatnonzero(nr)
-        starts.append(st + o)
-        ras.append(a[st])
-        rbs.append(b[st])
-        t0s.append(t[st])
-        if len(st) and st[0] == 0:  # the last timestamp of the run before each start
-            t1s.append(np.concatenate(([pt], t[st[1:] - 1])) if pt is not None else t[st[1:] - 1])
+        k = len(st)
+        np.add(st, o, out=starts.take(k))
+        np.take(a, st, out=ras.take(k))
+        np.take(b, st, out=rbs.take(k))
+        np.take(t, st, out=t0s.take(k))
+        last = t1s.take(k - 1 if pt is None else k)  # the last timestamp of the run before each start
+        if pt is None:
+            np.take(t, st[1:] - 1, out=last)
+        elif k and st[0] == 0:
+            last[0] = pt
+            np.take(t, st[1:] - 1, out=last[1:])
         else:
-            t1s.append(t[st - 1])
-        ms = np.subtract(t, base)
-        ms //= 1000
-        mss.append(ms.astype(mstype))
-        labs.append(lab)
-        sns.append(sn)
+            np.take(t, st - 1, out=last)
+        ms = scratch[:m]
+        np.subtract(t, base, out=ms)
+        np.floor_divide(ms, 1000, out=ms)
+        mss.take(m)[:] = ms
+        labs.take(m)[:] = lab
+        prev_sn = sn
         pa, pb, pt = a[-1], b[-1], int(t[-1])
         o += m
     if not o:
         return None
-    t1s.append(np.array([pt]))
-    cat = (lambda xs: xs[0] if len(xs) == 1 else np.concatenate(xs))
-    return (cat(mss), cat(labs), cat(sns), cat(starts), cat(ras), cat(rbs), cat(t0s), cat(t1s),
-            cat(bads) if bads else np.empty(0, dtype=np.int64))
+    t1s.take(1)[0] = pt
+    return (mss.result(), labs.result(), sns.result(), starts.result(), ras.result(), rbs.result(),
+            t0s.result(), t1s.result(), np.concatenate(bads) if bads else np.empty(0, dtype=np.int64))
 
 
 def _walk_batches(batches, limit: int, nlabels: int, overrides: list[tuple] | None = None, head: int = 0,
-                  dropped: bool = False, *, lo: int, hi: int):
+                  dropped: bool = False, *, lo: int, hi: int, capacity: int = 0):
     """Edges of the actors whose runs line up (see the module docstring), and the upper uuid
     halves of the other actors. ``batches`` yield arrays ``(a, b, t, lab)`` in scan order:
     ``a``/``b`` are the halves of the actor's uuid, or of the stored person's when
@@ -365,7 +414,7 @@ def _walk_batches(batches, limit: int, nlabels: int, overrides: list[tuple] | No
     base = lo - lo % 1000
     mstype = np.uint32 if (hi - base) // 1000 < 1 << 32 else np.int64
     exact_int = hi < 1 << 52
-    scanned = _scan(batches, head, dropped, base, mstype, exact_int)
+    scanned = _scan(batches, head, dropped, base, mstype, exact_int, capacity)
     if scanned is None:
         return {}, {}, np.empty(0, dtype=np.uint64)
     ms, lab, sn, starts, ra, rb, tfirst, tlast, bad = scanned

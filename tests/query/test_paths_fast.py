@@ -335,3 +335,35 @@ def test_walk_on_arrays_against_reference():
         got = {(f"{k}_{x}", f"{k + 1}_{y}"): (c, sums[(k, x, y)] / c) for (k, x, y), c in counts.items()}
         ref = reference([((hi, lo), us, "", str(label)) for hi, lo, us, label in rows], limit, base=0)
         assert got == ref
+
+
+def test_batches_split_anywhere_give_the_same_edges():
+    """DuckDB hands the rows over in batches: splitting the scan anywhere (inside a run, right
+    at a run start, batches without a run start, empty batches, rows without a label, a hot
+    head) changes nothing."""
+    import numpy as np
+
+    rng = random.Random(4)
+    scan = []
+    for part in range(3):
+        rows = []
+        for actor in range(12):
+            t = part * 10 * GAP_US + rng.randrange(1000)
+            for _ in range(rng.randrange(0, 9)):
+                t += rng.choice([1, 999, 60_000_000, GAP_US, GAP_US - 1])
+                rows.append((actor + 1, actor * 3, t, rng.choice([0, 1, 2, -1])))
+        scan += sorted(rows, key=lambda r: (r[0], r[2]))
+    a = np.array([r[0] for r in scan], dtype=np.uint64)
+    b = np.array([r[1] for r in scan], dtype=np.uint64)
+    t = np.array([r[2] for r in scan], dtype=np.int64)
+    lab = np.array([r[3] for r in scan], dtype=np.int16)
+    lo, hi = int(t.min()), int(t.max())
+    keep = lab >= 0
+    whole = paths_fast._walk_batches([(a[keep], b[keep], t[keep], lab[keep])], 4, 3, lo=lo, hi=hi)
+    assert whole[0]
+    for trial in range(30):
+        cuts = sorted({0, len(t), *(rng.randrange(len(t) + 1) for _ in range(rng.randrange(1, 8)))})
+        batches = [(a[i:j], b[i:j], t[i:j], lab[i:j]) for i, j in zip(cuts, cuts[1:])]
+        got = paths_fast._walk_batches(iter(batches), 4, 3, dropped=True, lo=lo, hi=hi,
+                                       capacity=rng.choice([0, 5, len(t)]))
+        assert got[0] == whole[0] and got[1] == whole[1] and len(got[2]) == 0
