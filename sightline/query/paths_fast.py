@@ -1,36 +1,40 @@
 """Paths without a global sort (DuckDB): edges between the first ``limit`` items of every path
-session, from arrays in the order the store already keeps them.
+session, from the rows in the order the store already keeps them.
 
-Part files are sorted by ``(event, person_id, timestamp)``, so a scan of the ``events`` view
-(which DuckDB returns in insertion order: hot rows, then each file in turn) yields, per file,
-each person's ``$pageview`` rows together and in time order: a *run*. An actor's whole sequence
-is its runs one after the other, provided they do not overlap in time. So instead of sorting
-~10M rows, this module
+Part files are sorted by ``(event, person_id, timestamp)``, and a scan of the ``events`` view
+returns rows in insertion order (hot rows, then each file in turn): per file, each person's
+``$pageview`` rows come together and in time order, a *run*. An actor's whole sequence is its
+runs one after another, when they do not overlap in time. So instead of sorting ~10M rows:
 
-1. fetches four integer columns per event: the actor's uuid as two 64-bit halves, the
-   timestamp in microseconds, and a *slot*: a few bits of the 64-bit hash of the event's
-   ``(event, $current_url)``, chosen (from the distinct values, read first in the same
-   snapshot) so that every distinct value has its own slot. The label of each distinct value is
-   computed by DuckDB with the very expression of the general query (trailing slash, path
-   cleaning, exclusions), so labels are exactly the SQL's and the per-row work is integer work;
-2. sorts the *runs* (~1/6 of the rows) by actor, stably (the runs of each file are already in
-   actor order, so this is a merge), and links the last row of each run to the first row of
-   the actor's next run;
-3. does the SQL's passes over the arrays in file order: ``sn`` (followed by the actor's next
-   event within the session gap, compared in double epoch seconds like SQL), the collapse of a
-   duplicate followed within the gap by its own label, session starts; then walks at most
-   ``limit - 1`` steps from each session's first kept item, counting edges and summing whole
-   millisecond differences (``epoch_us // 1000``, truncated) per (step, source, target).
+1. The labels: a superset of the distinct ``(event, $current_url)`` values of the rows read
+   (each part file's values are read once per process and cached: files never change; the hot
+   rows' are read each time) is labelled by DuckDB with the general query's own expression
+   (trailing slash, path cleaning, exclusions), and a few bits of each value's 64-bit hash,
+   chosen so that every distinct value has its own, become a *slot*.
+2. One scan streams four integer columns per event: the two halves of the stored person uuid,
+   the timestamp in µs and the slot. DuckDB reads ahead while numpy does the per-row passes
+   on each batch (:func:`_scan`): where runs start, ``sn`` (followed within the session gap
+   by the next row: SQL's ``epoch(next) - epoch(ts) < 1800``, doubles included), rows out of
+   order inside a run, each row's whole milliseconds (``epoch_us // 1000``) and label code.
+3. The *runs* (~1/6 of the rows) are merged by actor (:func:`_walk_batches`): a stable sort of
+   their upper uuid halves, with the hot runs (read first, newest) put last; person overrides
+   are applied to the runs' ids; each run's last row is linked to the first row of the actor's
+   next run, which gives ``sn`` there too. Then the collapse of a duplicate followed within
+   the gap by its own label, the session heads, and a walk of at most ``limit - 1`` steps from
+   each head counts edges and sums millisecond differences per (step, source, target).
 
-Actors whose rows do not fit the pattern (two runs overlapping in time, e.g. hot rows next to
-part rows or a merged person's old rows; rows out of order inside a run; two events with the
-same timestamp, ordered by uuid in SQL; two actors sharing the upper 64 bits) are *problem
-actors*: their edges come from the general SQL restricted to them, in the same read-only
-transaction. Counts and sums add up; the average is ``sum / count`` in doubles, which is what
-DuckDB's ``avg`` of integers computes. So the edges are the general path's exactly; tests
-compare both on edge cases.
+Actors whose rows do not fit the pattern (two runs overlapping in time, e.g. a merged person's
+old rows in the same file; rows out of order or at the same instant inside a run, which SQL
+orders by uuid; two actors sharing the upper 64 bits) are *problem actors*: their edges come
+from the general SQL restricted to them. All statements run in one read-only transaction, so
+they see the same data. Counts and sums add up; the average is ``sum / count`` in doubles,
+which is DuckDB's ``avg`` of integers. So the edges are the general path's exactly; tests
+compare both, and a plain-Python reference, on edge cases.
 
-:func:`edges` returns ``None`` when it does not apply (caller runs the general SQL).
+Other joins than the overrides (person or session properties, cohorts) keep the semantics but
+not the scan order (DuckDB's hash join does not keep it): correct, more problem actors.
+:func:`edges` returns ``None`` when it does not apply (too many distinct values, a range
+before 1970): the caller runs the general SQL.
 """
 
 from __future__ import annotations
@@ -38,15 +42,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from sightline.query.context import _PARAM
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SESSION_GAP_SECONDS = 30 * 60
 GAP_US = SESSION_GAP_SECONDS * 1_000_000
 MAX_DISTINCT = 1 << 20        # distinct (event, url) values; beyond, the general SQL
@@ -54,6 +58,7 @@ MAX_FILE_VALUES = 1 << 16     # a part file with more distinct values is not cac
 MAX_CACHED_FILES = 4096
 # (part file path, event condition) → its distinct (event, $current_url), least recently used first
 _VALUES: OrderedDict[tuple[str, str], list | None] = OrderedDict()
+_VALUES_LOCK = threading.Lock()
 LOW64 = "18446744073709551615::UHUGEINT"
 OVERRIDES_JOIN = (" LEFT JOIN person_overrides o ON o.project_id = e.project_id "
                   "AND o.old_person_id = e.person_id")  # Scope.joins() when nothing else is joined
@@ -118,7 +123,7 @@ class _Snapshot:
             self.timer.cancel()
         try:
             self.cur.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - the cursor may be interrupted already
+        except Exception:  # noqa: BLE001, S110 - the cursor may be interrupted already
             pass
         self.cur.close()
 
@@ -146,7 +151,7 @@ def edges(ctx: Any, fi: FastInput) -> list[tuple] | None:
 
 def _epoch_us(ts: datetime) -> int:
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
+        ts = ts.replace(tzinfo=UTC)
     return (ts - EPOCH) // timedelta(microseconds=1)
 
 
@@ -175,7 +180,8 @@ def _values(snap: _Snapshot, fi: FastInput) -> tuple[list[tuple[str, str | None]
     root = snap.parts_dir
     paths = [str(root / name) for name, _ in files]
     rows = sum(int(n or 0) for _, n in files)
-    missing = [f for f in paths if (f, fi.events) not in _VALUES]
+    with _VALUES_LOCK:
+        missing = [f for f in paths if (f, fi.events) not in _VALUES]
     if missing:
         found: dict[str, set] = {f: set() for f in missing}
         for event, url, name in snap.run(
@@ -183,21 +189,26 @@ def _values(snap: _Snapshot, fi: FastInput) -> tuple[list[tuple[str, str | None]
                 f"read_parquet($fv_files, hive_partitioning = false, filename = true) e WHERE {fi.events}",
                 {"fv_files": missing}):
             found[name].add((event, url))
-        for f, vals in found.items():
-            _VALUES[(f, fi.events)] = sorted(vals, key=repr) if len(vals) <= MAX_FILE_VALUES else None
-            while len(_VALUES) > MAX_CACHED_FILES:
-                _VALUES.popitem(last=False)
+        with _VALUES_LOCK:
+            for f, vals in found.items():
+                _VALUES[(f, fi.events)] = sorted(vals, key=repr) if len(vals) <= MAX_FILE_VALUES else None
     out = set(snap.run(f"SELECT DISTINCT e.event, e.mat_current_url FROM events_hot e "
                        f"WHERE e.project_id = {fi.project} AND {fi.events}", params))
     rows += snap.run(f"SELECT count(*) FROM events_hot e WHERE e.project_id = {fi.project}", params)[0][0]
-    for f in paths:
-        vals = _VALUES.get((f, fi.events))
-        if vals is None:
-            return None, 0
-        _VALUES.move_to_end((f, fi.events))
-        out.update(vals)
-        if len(out) > MAX_DISTINCT:
-            return None, 0
+    with _VALUES_LOCK:
+        for f in paths:
+            vals = _VALUES.get((f, fi.events), False)
+            if vals is False:  # (evicted by another query meanwhile)
+                vals = found.get(f) if missing else None
+            if vals is None or len(out) > MAX_DISTINCT:
+                return None, 0
+            if (f, fi.events) in _VALUES:
+                _VALUES.move_to_end((f, fi.events))
+            out.update(vals)
+        while len(_VALUES) > MAX_CACHED_FILES:
+            _VALUES.popitem(last=False)
+    if len(out) > MAX_DISTINCT:
+        return None, 0
     return sorted(out, key=repr), rows
 
 

@@ -8,10 +8,11 @@ hot table next to rows in part files, several part files and months, pageviews w
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid as _uuid
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,6 @@ import sightline
 from sightline.query import paths as paths_mod
 from sightline.query import paths_fast
 
-UTC = timezone.utc
 T0 = datetime(2024, 1, 31, 22, tzinfo=UTC)        # sessions cross into February
 RANGE = {"date_from": "2024-01-29", "date_to": "2024-02-05"}
 GAP_US = 30 * 60 * 1_000_000
@@ -363,7 +363,7 @@ def test_batches_split_anywhere_give_the_same_edges():
     assert whole[0]
     for trial in range(30):
         cuts = sorted({0, len(t), *(rng.randrange(len(t) + 1) for _ in range(rng.randrange(1, 8)))})
-        batches = [(a[i:j], b[i:j], t[i:j], lab[i:j]) for i, j in zip(cuts, cuts[1:])]
+        batches = [(a[i:j], b[i:j], t[i:j], lab[i:j]) for i, j in itertools.pairwise(cuts)]
         got = paths_fast._walk_batches(iter(batches), 4, 3, dropped=True, lo=lo, hi=hi,
                                        capacity=rng.choice([0, 5, len(t)]))
         assert got[0] == whole[0] and got[1] == whole[1] and len(got[2]) == 0
