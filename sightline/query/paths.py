@@ -4,7 +4,7 @@ Events of each person are split into path sessions at gaps of 30 minutes or more
 duplicates collapse, and each transition ``i → i+1`` between positions counts once per path
 session. Everything but the start-and-end slicing runs in SQL.
 
-On DuckDB, the common shape (no start or end point; ``$pageview`` and/or custom events) goes
+On DuckDB, the common shape (no start or end point, ``$pageview`` paths) goes
 through :mod:`sightline.query.paths_fast` instead: no sort, the store's per-person runs merged
 (about 5x faster; identical edges, counts and average times). It returns ``None`` when it does
 not apply, and the SQL below runs; ``FAST_PATHS = False`` turns it off (tests compare both).
@@ -93,9 +93,10 @@ def run(ctx: QueryContext, q: PathsQuery) -> dict:
     ]
     if not pf.startPoint and not pf.endPoint:
         edges = None
-        # the sort-free version (paths_fast): labels from the event name and the materialized URL only
-        if FAST_PATHS and d.name == "duckdb" and types <= {"$pageview", "custom_event"} and (
-                "$pageview" not in types or d.event_property(p, "$current_url") == "e.mat_current_url"):
+        # the sort-free version (paths_fast): $pageview paths (parts are sorted by event first, so
+        # several event types interleave in time and would all need the general SQL anyway)
+        if FAST_PATHS and d.name == "duckdb" and types == {"$pageview"} and \
+                d.event_property(p, "$current_url") == "e.mat_current_url":
             from sightline.query import paths_fast
 
             edges = paths_fast.edges(ctx, paths_fast.FastInput(
