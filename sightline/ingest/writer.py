@@ -2,9 +2,11 @@
 
 Two threads share the work:
 
-* the **writer** takes everything queued by requests, resolves identities (in memory), appends
-  one record for the whole group to the ingestion log (:mod:`sightline.ingest.wal`) and fsyncs
-  it; only then are the requests' futures resolved, so an HTTP 200 always means "durable";
+* the **writer** takes everything queued by requests (capture requests: the event loop's own
+  thread, see :meth:`Writer._enqueue`), drops duplicates, resolves identities (in memory) and
+  builds the group's Arrow table; the **syncer** appends one record for the whole group to the
+  ingestion log (:mod:`sightline.ingest.wal`) and fsyncs it (once for every group waiting); only
+  then are the requests' futures resolved, so an HTTP 200 always means "durable";
 * the **flusher** stores logged records in the event store in large transactions (about once a
   second, or sooner when someone reads), together with the log position they reach, so a
   restart replays exactly the records the store does not have yet.
