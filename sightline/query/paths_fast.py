@@ -56,6 +56,7 @@ GAP_US = SESSION_GAP_SECONDS * 1_000_000
 MAX_DISTINCT = 1 << 20        # distinct (event, url) values; beyond, the general SQL
 MAX_FILE_VALUES = 1 << 16     # a part file with more distinct values is not cached
 MAX_CACHED_FILES = 4096
+WALK_SLICE = 1 << 17          # session heads walked together
 # (part file path, event condition) → its distinct (event, $current_url), least recently used first
 _VALUES: OrderedDict[tuple[str, str], list | None] = OrderedDict()
 _VALUES_LOCK = threading.Lock()
@@ -528,9 +529,14 @@ def _walk_batches(batches, limit: int, nlabels: int, overrides: list[tuple] | No
     width = nlabels * nlabels
     ktype = np.int32 if width < 1 << 31 else np.int64
 
-    def walk(cur: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """(k, keys, counts, ms sums) of the edges k → k + 1 from the given session heads."""
-        out = []
+    small = width <= 1 << 22
+    if small:
+        total_c = np.zeros((limit, width), dtype=np.int64)
+        total_s = np.zeros((limit, width), dtype=np.float64)
+    parts = []
+
+    def walk(cur: np.ndarray) -> None:
+        """Count the edges k → k + 1 from the given session heads (ascending)."""
         lcur = lab[cur].astype(ktype)
         mcur = ms[cur]
         for k in range(1, limit):
@@ -543,26 +549,28 @@ def _walk_batches(batches, limit: int, nlabels: int, overrides: list[tuple] | No
             mnx = ms[nx]
             key = lcur * nlabels + lnx
             dms = mnx - mcur  # whole ms, < 2**53 in total: the double sums are exact
-            if width <= 1 << 22:
-                c = np.bincount(key, minlength=width)
-                s = np.bincount(key, weights=dms, minlength=width)
-                hit = np.flatnonzero(c)
-                out.append((k, hit, c[hit], s[hit]))
+            if small:
+                total_c[k] += np.bincount(key, minlength=width)
+                total_s[k] += np.bincount(key, weights=dms, minlength=width)
             else:
                 keys, inv = np.unique(key, return_inverse=True)
-                out.append((k, keys, np.bincount(inv), np.bincount(inv, weights=dms)))
+                parts.append((k, keys, np.bincount(inv), np.bincount(inv, weights=dms)))
             cur, lcur, mcur = nx, lnx, mnx
-        return out
 
-    parts = [walk(cur)]
+    # heads in slices: the rows a slice's walk reads lie close together (cache-friendly)
+    for i in range(0, len(cur), WALK_SLICE):
+        walk(cur[i:i + WALK_SLICE])
+    if small:
+        for k in range(1, limit):
+            hit = np.flatnonzero(total_c[k])
+            parts.append((k, hit, total_c[k][hit], total_s[k][hit]))
     counts: dict = {}
     sums: dict = {}
-    for part in parts:
-        for k, keys, cs, ss in part:
-            for kk, cc, s_ in zip(keys.tolist(), cs.tolist(), ss.tolist()):
-                key3 = (k, kk // nlabels, kk % nlabels)
-                counts[key3] = counts.get(key3, 0) + cc
-                sums[key3] = sums.get(key3, 0) + int(s_)
+    for k, keys, cs, ss in parts:
+        for kk, cc, s_ in zip(keys.tolist(), cs.tolist(), ss.tolist(), strict=True):
+            key3 = (k, kk // nlabels, kk % nlabels)
+            counts[key3] = counts.get(key3, 0) + cc
+            sums[key3] = sums.get(key3, 0) + int(s_)
     return counts, sums, problem
 
 

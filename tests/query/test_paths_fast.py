@@ -309,10 +309,14 @@ def test_random_layouts_match_reference(tmp_path_factory, monkeypatch, seed, lim
         assert as_map(fast) == reference(rows, limit)
 
 
-def test_walk_on_arrays_against_reference():
+@pytest.mark.parametrize("heads_per_slice", [1 << 17, 3])
+def test_walk_on_arrays_against_reference(monkeypatch, heads_per_slice):
     """_walk alone on synthetic runs: two 'files' whose runs interleave per actor, exactly like a
-    scan of time-ordered part files, with duplicates and gaps at the file boundary."""
+    scan of time-ordered part files, with duplicates and gaps at the file boundary; the session
+    heads walked in one slice or in many."""
     import numpy as np
+
+    monkeypatch.setattr(paths_fast, "WALK_SLICE", heads_per_slice)
 
     rng = random.Random(2)
     actors = [((i * 7919) % 97 + 1, i) for i in range(30)]  # (hi, lo)
