@@ -3,8 +3,8 @@
 Two threads share the work:
 
 * the **writer** takes everything queued by requests (capture requests: the event loop's own
-  thread, see :meth:`Writer._enqueue`), drops duplicates, resolves identities (in memory) and
-  builds the group's Arrow table; the **syncer** appends one record for the whole group to the
+  thread, see :meth:`Writer._enqueue`), drops duplicates and resolves identities (in memory);
+  the **syncer** builds the group's Arrow table and appends one record for it to the
   ingestion log (:mod:`sightline.ingest.wal`) and fsyncs it (once for every group waiting); only
   then are the requests' futures resolved, so an HTTP 200 always means "durable";
 * the **flusher** stores logged records in the event store in large transactions (about once a
@@ -190,6 +190,20 @@ class RecentUuids:
 
     def __len__(self) -> int:
         return sum(len(m) for m in self._sets.values())
+
+
+def _group_table(stored: list[Event], project_ids: list[int], pieces: list[pa.Table],
+                 now: datetime) -> pa.Table:
+    """A group's events table: its events' rows, then the capture workers' pieces (``created_at``
+    is ``now`` for every row)."""
+    table = events_to_arrow(stored, project_ids, now) if stored or not pieces else None
+    if pieces:
+        created = pa.repeat(pa.scalar(epoch_micros(now), pa.int64()),
+                            sum(p.num_rows for p in pieces)).view(_TS)
+        merged = pa.concat_tables(pieces)
+        merged = merged.set_column(_CREATED_AT, "created_at", created)
+        table = merged if table is None else pa.concat_tables([table, merged])
+    return table
 
 
 class Writer:
@@ -501,19 +515,11 @@ class Writer:
             record = None
             n_stored = len(stored) + sum(p.num_rows for p in pieces)
             if n_stored or changes:
-                now = datetime.now(UTC)
-                table = events_to_arrow(stored, project_ids, now) if stored or not pieces else None
-                if pieces:
-                    created = pa.repeat(pa.scalar(epoch_micros(now), pa.int64()),
-                                        sum(p.num_rows for p in pieces)).view(_TS)
-                    merged = pa.concat_tables(pieces)
-                    merged = merged.set_column(_CREATED_AT, "created_at", created)
-                    table = merged if table is None else pa.concat_tables([table, merged])
                 rows = change_rows(changes)
                 self._wait_for_room()
-                # the syncer thread encodes and appends the record, then fsyncs (off this thread,
-                # which is usually the event loop's)
-                record = (table, rows, epoch)
+                # the syncer thread builds the group's table, encodes and appends the record, then
+                # fsyncs (off this thread, which is usually the event loop's)
+                record = (stored, project_ids, pieces, datetime.now(UTC), rows, epoch)
                 self._groups_logged += 1
         except Exception as exc:  # nothing of this group is durable
             log.exception("preparing %d events failed", len(stored) + sum(p.num_rows for p in pieces))
@@ -609,20 +615,21 @@ class Writer:
                 logged.append((items, results, None))
                 continue
             settled += 1
-            table, rows, epoch = record
+            stored, project_ids, pieces, now, rows, epoch = record
             if epoch != self._log_epoch:  # resolved against identity changes that were lost
-                self._forget_later(table)
+                self._forget_later(stored, project_ids, pieces)
                 self._finish(items, error=Unavailable("Storing events failed: an earlier write failed. "
                                                       "Retry shortly.", code="storage_error"))
                 continue
             try:
+                table = _group_table(stored, project_ids, pieces, now)
                 payload = encode_parts(table, rows)
                 with self._log_lock:
                     position = self.log.append(payload)
             except Exception as exc:  # the log could not be written: nothing of this group is durable
-                log.exception("logging %d events failed", table.num_rows)
+                log.exception("logging %d events failed", len(stored) + sum(p.num_rows for p in pieces))
                 self._lose_identity()
-                self._forget_later(table)
+                self._forget_later(stored, project_ids, pieces)
                 self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
                                                       code="storage_error"))
                 continue
@@ -640,7 +647,8 @@ class Writer:
             self._lose_identity()
             for items, _, record in logged:
                 if record is not None:
-                    self._forget_later(record[0])
+                    table = record[0]
+                    self._forget_later([], [], [table])
                 self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
                                                       code="storage_error"))
         else:
@@ -662,11 +670,15 @@ class Writer:
         self._identity_stale = True  # before the epoch moves: a commit that sees the new epoch reloads
         self._log_epoch += 1
 
-    def _forget_later(self, table: pa.Table) -> None:
+    def _forget_later(self, stored: list[Event], project_ids: list[int], tables: list[pa.Table]) -> None:
         """A group's events were not stored: before the next commit, drop their uuids from the
         dedup window (a retry must be stored, not taken for a duplicate). Called before the
         group's requests are answered, so any retry is committed after that."""
-        self._forget.append((table.column("project_id").to_pylist(), table.column("uuid").to_pylist()))
+        pids, uuids = list(project_ids), [e.uuid for e in stored]
+        for table in tables:
+            pids += table.column("project_id").to_pylist()
+            uuids += table.column("uuid").to_pylist()
+        self._forget.append((pids, uuids))
 
     def _check_identity(self) -> None:
         """Undo what the syncer could not log (under the commit lock): forget the uuids of the
