@@ -57,6 +57,7 @@ MAX_DISTINCT = 1 << 20        # distinct (event, url) values; beyond, the genera
 MAX_FILE_VALUES = 1 << 16     # a part file with more distinct values is not cached
 MAX_CACHED_FILES = 4096
 WALK_SLICE = 1 << 17          # session heads walked together
+STREAM_BATCH = 1 << 20        # rows per batch from DuckDB
 # (part file path, event condition) → its distinct (event, $current_url), least recently used first
 _VALUES: OrderedDict[tuple[str, str], list | None] = OrderedDict()
 _VALUES_LOCK = threading.Lock()
@@ -111,12 +112,12 @@ class _Snapshot:
         self.timings.append((sql[:80], time.perf_counter() - started))
         return out
 
-    def stream(self, sql: str, params: dict[str, Any], batch_rows: int = 1 << 20):
+    def stream(self, sql: str, params: dict[str, Any], batch_rows: int | None = None):
         """Arrow record batches of ``sql`` (DuckDB computes the next ones meanwhile)."""
         used = set(_PARAM.findall(sql))
         params = {k: v for k, v in params.items() if k in used}
         started = time.perf_counter()
-        yield from self.cur.sql(sql, params=params or None).to_arrow_reader(batch_rows)
+        yield from self.cur.sql(sql, params=params or None).to_arrow_reader(batch_rows or STREAM_BATCH)
         self.timings.append((sql[:80], time.perf_counter() - started))
 
     def close(self) -> None:
@@ -461,18 +462,16 @@ def _walk_batches(batches, limit: int, nlabels: int, overrides: list[tuple] | No
     same = same_hi & (ob[1:] == ob[:-1])
     if np.any(same_hi & ~same):  # two actors sharing the upper half (their runs may interleave)
         problem_hi.append(np.unique(oa[1:][same_hi & ~same]))
-    prev_run, next_run = order[:-1][same], order[1:][same]  # consecutive runs of one actor
+    pair = np.flatnonzero(same)
+    prev_run, next_run = order[pair], order[pair + 1]  # consecutive runs of one actor
     overlap = tlast[prev_run] >= tfirst[next_run]
     if np.any(overlap):
         problem_hi.append(np.unique(ra[prev_run[overlap]]))
     problem = np.unique(np.concatenate(problem_hi)) if problem_hi else np.empty(0, dtype=np.uint64)
-    del order, oa, ob, same_hi, same
+    del order, oa, ob, same_hi, same, pair
 
     link = np.full(nruns, -1, dtype=np.int64)  # first row of the actor's next run
     link[prev_run] = starts[next_run]
-    linked = link >= 0
-    end_rows = ends[linked]
-    nxt_rows = link[linked]
     end_sn = np.zeros(nruns, dtype=bool)
     end_sn[prev_run] = (tfirst[next_run] / 1e6 - tlast[prev_run] / 1e6) < SESSION_GAP_SECONDS
     sn[ends] = end_sn
@@ -480,8 +479,9 @@ def _walk_batches(batches, limit: int, nlabels: int, overrides: list[tuple] | No
     drop = np.zeros(n, dtype=bool)
     np.equal(lab[1:], lab[:-1], out=drop[:-1])
     drop &= sn
-    drop[ends] = False
-    drop[end_rows] = end_sn[linked] & (lab[nxt_rows] == lab[end_rows])
+    dup = np.zeros(nruns, dtype=bool)  # at run ends: the actor's next run starts with the same label
+    dup[prev_run] = end_sn[prev_run] & (lab[starts][next_run] == lab[ends][prev_run])
+    drop[ends] = dup
     # raw sessions start after a row not followed within the gap; their first kept row heads
     # the path session (the last row of a raw session is never dropped)
     start = np.empty(n, dtype=bool)
