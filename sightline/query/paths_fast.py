@@ -339,7 +339,7 @@ def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool,
     pa = pb = pt = None
     prev_sn = None
     scratch = np.empty(0, dtype=np.int64)
-    flags = np.empty(0, dtype=bool)
+    flags = flags2 = np.empty(0, dtype=bool)
     for a, b, t, lab in batches:
         if dropped:
             keep = lab >= 0
@@ -356,6 +356,7 @@ def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool,
         if len(scratch) < m:
             scratch = np.empty(m, dtype=np.int64)
             flags = np.empty(m, dtype=bool)
+            flags2 = np.empty(m, dtype=bool)
         nr = flags[:m]
         np.not_equal(a[1:], a[:-1], out=nr[1:])
         sn = sns.take(m)
@@ -371,11 +372,11 @@ def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool,
                 sn[x] = (t[x + 1] / 1e6 - t[x] / 1e6) < SESSION_GAP_SECONDS
         else:
             sn[:-1] = (t[1:] / 1e6 - t[:-1] / 1e6) < SESSION_GAP_SECONDS
-        x = np.flatnonzero(d <= 0)
-        if len(x):
-            x = x[~nr[x + 1]]  # pairs inside one run
-            if len(x):
-                bads.append(x + o)
+        inside = flags2[:m - 1]  # out of order inside a run: d <= 0 where no run starts
+        np.less_equal(d, 0, out=inside)
+        np.greater(inside, nr[1:], out=inside)
+        if inside.any():
+            bads.append(np.flatnonzero(inside) + o)
         if pt is None:
             nr[0] = True
         else:  # the pair across the batches
@@ -402,8 +403,7 @@ def _scan(batches, head: int, dropped: bool, base: int, mstype, exact_int: bool,
             np.take(t, st - 1, out=last)
         ms = scratch[:m]
         np.subtract(t, base, out=ms)
-        np.floor_divide(ms, 1000, out=ms)
-        mss.take(m)[:] = ms
+        np.floor_divide(ms, 1000, out=mss.take(m), casting="unsafe")  # (values fit: see mstype)
         labs.take(m)[:] = lab
         prev_sn = sn
         pa, pb, pt = a[-1], b[-1], int(t[-1])
