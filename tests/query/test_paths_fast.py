@@ -372,3 +372,34 @@ def test_batches_split_anywhere_give_the_same_edges():
         got = paths_fast._walk_batches(iter(batches), 4, 3, dropped=True, lo=lo, hi=hi,
                                        capacity=rng.choice([0, 5, len(t)]))
         assert got[0] == whole[0] and got[1] == whole[1] and len(got[2]) == 0
+
+
+def test_engine_errors_fall_back_and_timeouts_are_408(tmp_path, monkeypatch):
+    """A DuckDB error inside the fast version: the general SQL answers; the fast version's own
+    time limit (its statements run on a cursor of their own): the usual 408."""
+    import duckdb
+
+    from sightline.errors import InvalidInput
+
+    rng = random.Random(9)
+    events, _ = gen_events(rng, 10, 10)
+    with sightline.open(tmp_path / "d") as s:
+        s.ingest(events)
+        compact(s)
+        expected = query(s)
+        assert expected
+
+        def broken(snap, fi):
+            raise duckdb.ConversionException("boom")
+
+        monkeypatch.setattr(paths_fast, "_edges", broken)
+        assert query(s) == expected
+
+        def too_slow(snap, fi):
+            snap.timed_out.set()
+            raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+
+        monkeypatch.setattr(paths_fast, "_edges", too_slow)
+        with pytest.raises(InvalidInput) as err:
+            query(s)
+        assert err.value.status == 408 and err.value.code == "query_timeout"
