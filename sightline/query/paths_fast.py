@@ -265,9 +265,23 @@ def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
            f"(({raw} >> {shift}) & {(1 << bits) - 1})::{'USMALLINT' if bits <= 16 else 'UINTEGER'} AS s {src}")
 
     def batches():
+        """The scan's columns, batch by batch; the hot rows at its head in (actor, time) order
+        (the hot table is in arrival order: an actor's rows lie apart)."""
+        pending: list[list[np.ndarray]] = []
+        need = hot
         for batch in snap.stream(sql, fi.params):
-            a, b, t = (batch.column(i).to_numpy() for i in range(3))
-            yield a, b, t, table[batch.column(3).to_numpy()]
+            cols = [batch.column(i).to_numpy() for i in range(4)]
+            if need > 0:
+                pending.append(cols)
+                need -= len(cols[0])
+                if need > 0:
+                    continue
+                cols, pending = _sort_head(pending, hot), []
+            a, b, t, slot = cols
+            yield a, b, t, table[slot]
+        if pending:
+            a, b, t, slot = _sort_head(pending, hot)
+            yield a, b, t, table[slot]
 
     dropped = any(r[2] for r in distinct)
     lo, hi = _epoch_us(fi.start), _epoch_us(fi.end)
@@ -284,6 +298,16 @@ def _edges(snap: _Snapshot, fi: FastInput) -> list[tuple] | None:
             acc[0] += c
             acc[1] += s
     return [(f"{k}_{x}", f"{k + 1}_{y}", int(c), float(s) / c) for (k, x, y), (c, s) in out.items()]
+
+
+def _sort_head(pending: list[list[np.ndarray]], head: int) -> list[np.ndarray]:
+    """The batches' columns concatenated, the first ``head`` rows stably sorted by (a, b, t)."""
+    cols = [np.concatenate([p[i] for p in pending]) for i in range(len(pending[0]))]
+    a, b, t = cols[0][:head], cols[1][:head], cols[2][:head]
+    order = np.lexsort((t, b, a))
+    for c in cols:
+        c[:head] = c[:head][order]
+    return cols
 
 
 def _walk(a: np.ndarray, b: np.ndarray, t: np.ndarray, lab: np.ndarray, limit: int, nlabels: int,
