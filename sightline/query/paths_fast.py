@@ -55,12 +55,13 @@ SESSION_GAP_SECONDS = 30 * 60
 GAP_US = SESSION_GAP_SECONDS * 1_000_000
 MAX_DISTINCT = 1 << 20        # distinct (event, url) values; beyond, the general SQL
 MAX_FILE_VALUES = 1 << 16     # a part file with more distinct values is not cached
-MAX_CACHED_FILES = 4096
+MAX_CACHED_VALUES = 1 << 20   # values kept in the cache, all files together
 WALK_SLICE = 1 << 17          # session heads walked together
 STREAM_BATCH = 1 << 20        # rows per batch from DuckDB
 # (part file path, event condition) → its distinct (event, $current_url), least recently used first
 _VALUES: OrderedDict[tuple[str, str], list | None] = OrderedDict()
 _VALUES_LOCK = threading.Lock()
+_VALUES_SIZE = [0]
 LOW64 = "18446744073709551615::UHUGEINT"
 OVERRIDES_JOIN = (" LEFT JOIN person_overrides o ON o.project_id = e.project_id "
                   "AND o.old_person_id = e.person_id")  # Scope.joins() when nothing else is joined
@@ -207,8 +208,10 @@ def _values(snap: _Snapshot, fi: FastInput) -> tuple[list[tuple[str, str | None]
             if (f, fi.events) in _VALUES:
                 _VALUES.move_to_end((f, fi.events))
             out.update(vals)
-        while len(_VALUES) > MAX_CACHED_FILES:
-            _VALUES.popitem(last=False)
+        _VALUES_SIZE[0] = sum(len(v or ()) + 1 for v in _VALUES.values())
+        while _VALUES_SIZE[0] > MAX_CACHED_VALUES and len(_VALUES) > 1:
+            _, gone = _VALUES.popitem(last=False)
+            _VALUES_SIZE[0] -= len(gone or ()) + 1
     if len(out) > MAX_DISTINCT:
         return None, 0
     return sorted(out, key=repr), rows

@@ -405,3 +405,23 @@ def test_engine_errors_fall_back_and_timeouts_are_408(tmp_path, monkeypatch):
         with pytest.raises(InvalidInput) as err:
             query(s)
         assert err.value.status == 408 and err.value.code == "query_timeout"
+
+
+def test_values_cache_bounded(tmp_path, monkeypatch):
+    """The per-file values cache keeps at most MAX_CACHED_VALUES values: files evicted are read
+    again; a file with too many values is not cached and the query reads the values itself."""
+    calls = _spy(monkeypatch)
+    rng = random.Random(12)
+    events, rows = gen_events(rng, 12, 12)
+    with sightline.open(tmp_path / "d") as s:
+        for part in (events[:40], events[40:80], events[80:]):
+            s.ingest(part)
+            compact(s)
+        monkeypatch.setattr(paths_fast, "MAX_CACHED_VALUES", 1)
+        for _ in range(2):
+            assert as_map(query(s)) == reference(rows, 5)
+        monkeypatch.setattr(paths_fast, "MAX_FILE_VALUES", 1)
+        paths_fast._VALUES.clear()
+        fast, general = both(s, monkeypatch)
+        assert fast == general and as_map(fast) == reference(rows, 5)
+    assert calls["walk"] == 3
