@@ -314,12 +314,15 @@ class PartsMixin:
                     pass
 
     def _commit_layout(self, added: list[PartFile], removed: list[str], extra_sql: list[tuple[str, list]] = (),
-                       changes: Any = None) -> None:
-        """One transaction: register ``added``, unregister ``removed``, run ``extra_sql``; then
-        unlink the removed files. On failure the new files are unlinked."""
+                       changes: Any = None, before: Any = None) -> None:
+        """One transaction: run ``before()`` if given, register ``added``, unregister ``removed``,
+        run ``extra_sql``, write ``changes``; then unlink the removed files. On failure the new
+        files are unlinked."""
         con = self._con
         con.execute("BEGIN")
         try:
+            if before is not None:
+                before()
             self._register(added, removed)
             for sql, params in extra_sql:
                 con.execute(sql, params)
@@ -713,27 +716,22 @@ class PartsMixin:
         from sightline.ingest.bulk import NEW_PERSON_META
 
         con = self._con
-        with self._lock:
-            con.execute("BEGIN")
+
+        def insert_new_persons() -> None:
+            if new_persons is None or not new_persons.num_rows:
+                return
+            con.register("_sl_new_persons", new_persons)
             try:
-                if new_persons is not None and new_persons.num_rows:
-                    con.register("_sl_new_persons", new_persons)
-                    try:
-                        con.execute("INSERT INTO persons (id, project_id, created_at, properties, properties_meta, "
-                                    "is_identified, version) SELECT CAST(id AS UUID), project_id, created_at, "
-                                    "'{}', ?, false, 0 FROM _sl_new_persons", [NEW_PERSON_META])
-                        con.execute("INSERT INTO person_distinct_ids (project_id, distinct_id, person_id) "
-                                    "SELECT project_id, distinct_id, CAST(id AS UUID) FROM _sl_new_persons")
-                    finally:
-                        con.unregister("_sl_new_persons")
-                self._register(added, [])
-                if changes:
-                    self._write_changes(changes)  # type: ignore[attr-defined]
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                self._unlink(added)
-                raise
+                con.execute("INSERT INTO persons (id, project_id, created_at, properties, properties_meta, "
+                            "is_identified, version) SELECT CAST(id AS UUID), project_id, created_at, "
+                            "'{}', ?, false, 0 FROM _sl_new_persons", [NEW_PERSON_META])
+                con.execute("INSERT INTO person_distinct_ids (project_id, distinct_id, person_id) "
+                            "SELECT project_id, distinct_id, CAST(id AS UUID) FROM _sl_new_persons")
+            finally:
+                con.unregister("_sl_new_persons")
+
+        with self._lock:
+            self._commit_layout(added, [], changes=changes, before=insert_new_persons)
 
 
 def _dictionary_column(indices: pa.Array, values: pa.Array) -> pa.Array:

@@ -21,6 +21,20 @@ def _events(prefix: str, n: int):
     return normalize_batch(raw, now=datetime.now(UTC)).events
 
 
+def _fail_next_append(log) -> None:
+    """The log's next append fails as a full disk does; later ones work."""
+    real_append = log.append
+    fail = {"n": 1}
+
+    def flaky_append(payload):
+        if fail["n"]:
+            fail["n"] -= 1
+            raise OSError(28, "No space left on device")
+        return real_append(payload)
+
+    log.append = flaky_append
+
+
 def test_requests_in_one_pass_of_the_loop_share_one_commit(tmp_path):
     core = sightline.open(tmp_path / "d")
     try:
@@ -99,17 +113,7 @@ def test_a_record_the_log_cannot_take_fails_its_group_and_the_identity_is_reload
     try:
         writer, pid = core.writer, core.bootstrap_info.project.id
         assert writer.write(pid, _events("ok", 6)).stored == 6
-        log = writer.log
-        real_append = log.append
-        fail = {"n": 1}
-
-        def flaky_append(payload):
-            if fail["n"]:
-                fail["n"] -= 1
-                raise OSError(28, "No space left on device")
-            return real_append(payload)
-
-        log.append = flaky_append
+        _fail_next_append(writer.log)
         failed = writer.submit(pid, _events("lost", 6))
         try:
             failed.result(10)
@@ -178,17 +182,7 @@ def test_a_retry_after_a_failed_group_is_stored_not_taken_for_a_duplicate(tmp_pa
         writer, pid = core.writer, core.bootstrap_info.project.id
         raw = [{"event": "e", "distinct_id": f"r-{i}", "uuid": f"0190a8c2-0000-7000-8000-{i:012d}",
                 "properties": {"i": i}} for i in range(5)]
-        log = writer.log
-        real_append = log.append
-        fail = {"n": 1}
-
-        def flaky_append(payload):
-            if fail["n"]:
-                fail["n"] -= 1
-                raise OSError(28, "No space left on device")
-            return real_append(payload)
-
-        log.append = flaky_append
+        _fail_next_append(writer.log)
         try:
             writer.write(pid, normalize_batch(raw, now=datetime.now(UTC)).events, timeout=10)
             raise AssertionError("the group should have failed")
