@@ -211,3 +211,64 @@ def test_recent_uuids_window_is_fifo_across_projects():
     assert (2, "c") not in r and len(r) == 3
     r.add_many([(3, "x"), (3, "y")])  # evicts (2, "a") then (1, "b")
     assert (2, "a") not in r and (1, "b") not in r and (3, "y") in r
+
+
+def test_an_fsync_that_fails_fails_every_group_resolved_before_it(tmp_path, monkeypatch):
+    """The syncer appends the next groups while the fsyncer thread runs the previous fsync. No
+    request is answered before its record's fsync returns; when that fsync fails, its group and
+    every group committed before the failure was known (already appended, maybe resolved against
+    the lost persons) fail, the identity is reloaded, retries are stored, and jobs do not hang."""
+    from sightline.ingest import writer as writer_mod
+
+    core = sightline.open(tmp_path / "d")
+    try:
+        writer, pid = core.writer, core.bootstrap_info.project.id
+        real_fsync = writer_mod.os.fsync
+        gate, entered = threading.Event(), threading.Event()
+        calls = {"n": 0}
+
+        def held_failing_fsync(fd):
+            calls["n"] += 1
+            if calls["n"] == 1:  # the first round's fsync: hold it, then fail as a broken disk does
+                entered.set()
+                gate.wait(10)
+                raise OSError(5, "I/O error")
+            return real_fsync(fd)
+
+        monkeypatch.setattr(writer_mod.os, "fsync", held_failing_fsync)
+        raw_a = [{"event": "e", "distinct_id": f"a-{i % 2}", "uuid": f"0190a8c2-0000-7000-8000-{i:012d}",
+                  "properties": {"i": i}} for i in range(4)]
+        raw_b = [{"event": "e", "distinct_id": f"a-{i % 2}", "uuid": f"0190a8c2-0000-7000-9000-{i:012d}",
+                  "properties": {"i": i}} for i in range(4)]
+
+        async def main():
+            first = writer.submit(pid, normalize_batch(raw_a, now=datetime.now(UTC)).events, in_loop=True)
+            await asyncio.sleep(0)  # committed by this pass of the loop
+            assert await asyncio.to_thread(entered.wait, 10)
+            appended_before = writer.log.position
+            second = writer.submit(pid, normalize_batch(raw_b, now=datetime.now(UTC)).events, in_loop=True)
+            for _ in range(500):  # the syncer appends the second record while the first fsync is held
+                if writer.log.position > appended_before:
+                    break
+                await asyncio.sleep(0.01)
+            assert writer.log.position > appended_before
+            await asyncio.sleep(0.05)
+            assert not first.done() and not second.done()  # nothing answered before its fsync
+            gate.set()
+            return await asyncio.gather(first, second, return_exceptions=True)
+
+        first, second = asyncio.run(main())
+        assert isinstance(first, Unavailable) and first.code == "storage_error" and "I/O error" in first.detail
+        assert isinstance(second, Unavailable) and second.code == "storage_error"
+        assert writer.run_exclusive(lambda identity: "job ran") == "job ran"
+        assert writer.identity.person_for(pid, "a-0") is None  # reloaded: the lost persons are gone
+        for raw in (raw_a, raw_b):  # retries are stored, not taken for duplicates
+            retry = writer.write(pid, normalize_batch(raw, now=datetime.now(UTC)).events, timeout=10)
+            assert (retry.stored, retry.duplicates) == (4, 0)
+        core.sync()
+        rows = core.storage.execute("select CAST(uuid AS VARCHAR) from events").rows
+        assert sorted(r[0] for r in rows) == sorted(r["uuid"] for r in raw_a + raw_b)
+        assert writer.identity.person_for(pid, "a-0") is not None
+        assert writer.pending_events == 0
+    finally:
+        core.close()
