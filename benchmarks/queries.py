@@ -457,9 +457,16 @@ def _install_sql_capture():
     if getattr(original, "_bench_wrapped", False):
         return captured
 
-    def execute(self, sql, params):
+    def execute(self, sql, params, prepare=None):
         t = time.perf_counter()
-        rows = original(self, sql, params)
+        if prepare is not None:  # record the statement that runs (prepare rewrites it)
+            inner = prepare
+
+            def prepare(cur, text, values):
+                nonlocal sql, params
+                sql, params = inner(cur, text, values)
+                return sql, params
+        rows = original(self, sql, params, prepare=prepare)
         captured.append((sql, dict(params), time.perf_counter() - t))
         return rows
 

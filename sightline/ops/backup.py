@@ -146,10 +146,15 @@ def snapshot_live(core: Any, staging_parent: Path | None = None) -> Snapshot:
         def copy(_identity: Any) -> None:
             files, parts = core.storage.snapshot_to(staging)
             _copy_sqlite(core.meta.path, staging / META_FILE)
+            from sightline.storage.duckdb_parts import ACTORS_SUFFIX
+
             for name in parts:
-                rel = _safe_rel(f"{PARTS_DIR}/{name}")
-                _link_or_copy(core.storage.parts_dir / name, staging / rel)
-                files.append(rel)
+                # each part with its actors file, when it has one (immutable too)
+                extra = [name + ACTORS_SUFFIX] if (core.storage.parts_dir / (name + ACTORS_SUFFIX)).exists() else []
+                for n in [name, *extra]:
+                    rel = _safe_rel(f"{PARTS_DIR}/{n}")
+                    _link_or_copy(core.storage.parts_dir / n, staging / rel)
+                    files.append(rel)
             snap.files = files + [META_FILE]
 
         core.writer.run_exclusive(copy)

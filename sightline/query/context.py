@@ -37,17 +37,28 @@ class QueryContext:
     def scope(self) -> Scope:
         return Scope(self.project_id, self.dialect, tz=self.timezone, cohorts=self.cohorts, now=self.now)
 
-    def execute(self, sql: str, params: dict[str, Any]) -> list[tuple]:
+    def execute(self, sql: str, params: dict[str, Any], prepare: Any = None) -> list[tuple]:
+        """Rows of ``sql``. ``prepare(cursor, sql, params) -> (sql, params)`` (DuckDB only; the
+        builder makes sure) rewrites the statement first, inside its read-only transaction."""
+        everything = dict(params)
         # builders may add a parameter they end up not using; DuckDB refuses unused ones
         used = set(_PARAM.findall(sql))
         params = {k: v for k, v in params.items() if k in used}
         started = time.perf_counter()
+        kwargs: dict[str, Any] = {}
+        if prepare is not None:
+            def prepare_used(cur: Any, text: str, _params: dict) -> tuple[str, dict]:
+                text, values = prepare(cur, text, dict(everything))
+                found = set(_PARAM.findall(text))
+                return text, {k: v for k, v in values.items() if k in found}
+
+            kwargs["prepare"] = prepare_used
         if hasattr(self.storage, "query"):
             from sightline.errors import InvalidInput
             from sightline.storage.base import QueryError, QueryTimeout
 
             try:
-                rows = self.storage.query(sql, params, timeout_s=self.timeout_s).rows
+                rows = self.storage.query(sql, params, timeout_s=self.timeout_s, **kwargs).rows
             except QueryTimeout:
                 raise InvalidInput(f"The query ran longer than its limit of {self.timeout_s:g} s; narrow the "
                                    "date range or the filters.", code="query_timeout", status=408) from None

@@ -31,18 +31,30 @@ the attempt that decides each actor can be found with hash joins over the step e
 
 The conversion times come from the same winning attempt as in the general builder, so counts,
 averages, medians, persons and time-to-convert histograms are identical (tests compare both).
+
+**Step 1's count from the actors files.** When step 1 is a bare event (no property filters, no
+global or test-account filters, persons as actors), its distinct actors come from the actors
+files of the part files that lie wholly inside the range (``storage/duckdb_parts.py``: the
+distinct ``(project, event, person)`` of each file, ~6x fewer rows than the events), plus the
+events of the other overlapping files and of the hot table, read as they are; the overrides
+map the union. :func:`steps_plan` returns the statement and a ``prepare`` step that picks the
+files in the query's own read-only transaction (the same snapshot as the statement). Then s1
+is read once, by the join only, and is not materialized.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sightline.query.dialect import ClickHouseDialect
+from sightline.query.filters import PERSON_ID, properties_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     from sightline.query.funnels import FunnelSQL
 
 ENABLED = True  # tests switch the fast path off to compare it with the general builder
+USE_ACTORS_FILES = True  # step 1's count from the actors files (tests and benchmarks compare)
 
 
 def applies(f: FunnelSQL) -> bool:
@@ -58,14 +70,22 @@ def applies(f: FunnelSQL) -> bool:
     return all(e is not None for e in events) and len(set(events)) == len(events)
 
 
-def _ctes(f: FunnelSQL) -> list[str]:
-    """s1..sn (actor, ts of each step's events), c2..cn (attempts) and ``best`` (one per actor)."""
+def _ctes(f: FunnelSQL, indexed: bool = False) -> list[str]:
+    """s1..sn (actor, ts of each step's events), c2..cn (attempts) and ``best`` (one per actor).
+    ``indexed``: step 1's count comes from elsewhere, so s1 is only the join's."""
     n, win = f.n, f.window
     d = f.scope.dialect
     ctes = []
     for k in range(1, n + 1):
-        # s1 feeds both the count of step-1 actors and the join: materialized, read once
-        ctes.append(f"s{k} AS {'MATERIALIZED ' if k == 1 else ''}({f.step_events_sql(k - 1)})")
+        if k == 1:
+            # s1 feeds both the count of step-1 actors and the join: materialized, read once
+            ctes.append(f"s1 AS {'' if indexed else 'MATERIALIZED '}({f.step_events_sql(0)})")
+        elif k == 2 and indexed:
+            # distinct: changes no group of c2, and DuckDB then builds the join's hash table on
+            # this (small) side rather than on the step-1 scan
+            ctes.append(f"s2 AS (SELECT DISTINCT actor, ts FROM ({f.step_events_sql(1)}))")
+        else:
+            ctes.append(f"s{k} AS ({f.step_events_sql(k - 1)})")
     ctes.append(f"c2 AS (SELECT b.actor, max(a.ts) AS t1, b.ts AS t2 FROM s2 b JOIN s1 a ON a.actor = b.actor "
                 f"AND a.ts <= b.ts AND {d.epoch('b.ts')} - {d.epoch('a.ts')} <= {win} GROUP BY b.actor, b.ts)")
     for k in range(3, n + 1):
@@ -103,6 +123,12 @@ def actors_sql(f: FunnelSQL) -> str:
 
 def steps_sql(f: FunnelSQL) -> str:
     """One row like ``funnels._steps`` reads: NULL breakdown, counts, average and median times."""
+    return _steps_text(f)
+
+
+def _steps_text(f: FunnelSQL, count: str | None = None) -> str:
+    """:func:`steps_sql`; ``count``: a scalar subquery counting step 1's actors (else: the
+    distinct actors of s1)."""
     n = f.n
     d = f.scope.dialect
     counts = ", ".join(f"count(*) FILTER (WHERE reached >= {k})" for k in range(1, n))
@@ -110,5 +136,75 @@ def steps_sql(f: FunnelSQL) -> str:
                      for k in range(1, n))
     meds = ", ".join(f"{d.median(d.epoch(f't{k + 1}') + ' - ' + d.epoch(f't{k}'))} FILTER (WHERE reached >= {k})"
                      for k in range(1, n))
-    return ("WITH " + ", ".join(_ctes(f)) +
-            f" SELECT NULL AS bd, (SELECT {d.count_distinct('actor')} FROM s1), {counts}, {avgs}, {meds} FROM best")
+    first = count or f"(SELECT {d.count_distinct('actor')} FROM s1)"
+    return ("WITH " + ", ".join(_ctes(f, indexed=count is not None)) +
+            f" SELECT NULL AS bd, {first}, {counts}, {avgs}, {meds} FROM best")
+
+
+# -- step 1's count from the actors files --------------------------------------------------
+_FILES_SQL = (
+    "SELECT p.name, coalesce(l.actors AND l.project_id = $fa_project AND p.min_timestamp >= $fa_start "
+    "AND p.max_timestamp <= $fa_end, false) FROM event_parts p LEFT JOIN event_part_layout l USING (name) "
+    "WHERE (l.project_id = $fa_project OR l.project_id IS NULL) AND (p.min_timestamp IS NULL OR "
+    "p.max_timestamp IS NULL OR (p.min_timestamp <= $fa_end AND p.max_timestamp >= $fa_start)) ORDER BY p.name")
+
+
+_COUNT = "(SELECT -1 AS sl_fa_count)"  # where prepare puts step 1's count
+
+
+def _index_applies(f: FunnelSQL) -> bool:
+    """Step 1 is a bare event counted per person, with nothing that needs its rows' other columns."""
+    q, s = f.q, f.scope
+    storage = f.ctx.storage
+    if getattr(storage, "parts_dir", None) is None or not hasattr(storage, "query"):
+        return False
+    if f.actor() != PERSON_ID or q.series[0].event is None:
+        return False
+    if properties_sql(q.series[0].properties, s) != "true" or properties_sql(q.properties, s) != "true":
+        return False
+    if q.filterTestAccounts:
+        from sightline.query.filters import test_account_filters
+
+        if properties_sql(test_account_filters(f.ctx.settings), s) != "true":
+            return False
+    return f.range.start is not None and f.range.end is not None
+
+
+def steps_plan(f: FunnelSQL) -> tuple[str, Callable[[Any, str, dict], tuple[str, dict]] | None]:
+    """:func:`steps_sql` and, when step 1's count can come from the actors files, the
+    ``prepare`` step (see ``QueryContext.execute``) that switches to them in the query's
+    transaction; without any file to read them from, the statement stays as it is."""
+    sql = steps_sql(f)
+    if not USE_ACTORS_FILES or not _index_applies(f):
+        return sql, None
+    from sightline.storage.duckdb_parts import actors_path
+
+    indexed = _steps_text(f, _COUNT)  # (built now: its parameters join the query's)
+    root = f.ctx.storage.parts_dir
+    values = {"fa_project": f.ctx.project_id, "fa_event": f.q.series[0].event,
+              "fa_start": f.range.start, "fa_end": f.range.end}
+
+    def prepare(cur: Any, text: str, params: dict) -> tuple[str, dict]:
+        files = cur.execute(_FILES_SQL, {k: values[k] for k in ("fa_project", "fa_start", "fa_end")}).fetchall()
+        covered, rest = [], []
+        for name, inside in files:
+            path = root / name
+            if inside and actors_path(path).exists():
+                covered.append(str(actors_path(path)))
+            else:
+                rest.append(str(path))
+        if not covered:
+            return text, params
+        cond = ("e.project_id = $fa_project AND e.event = $fa_event AND e.timestamp >= $fa_start "
+                "AND e.timestamp <= $fa_end")
+        parts = [("SELECT person_id FROM read_parquet($fa_actors, hive_partitioning = false) "
+                  "WHERE project_id = $fa_project AND event = $fa_event")]
+        if rest:
+            parts.append(f"SELECT e.person_id FROM read_parquet($fa_parts, hive_partitioning = false) e WHERE {cond}")
+        parts.append(f"SELECT e.person_id FROM events_hot e WHERE {cond}")
+        count = ("(SELECT count(DISTINCT coalesce(o.override_person_id, x.person_id)) FROM ("
+                 + " UNION ALL ".join(parts) + ") x LEFT JOIN person_overrides o ON o.project_id = $fa_project "
+                 "AND o.old_person_id = x.person_id)")
+        return indexed.replace(_COUNT, count), {**params, **values, "fa_actors": covered, "fa_parts": rest}
+
+    return sql, prepare

@@ -312,8 +312,9 @@ def _final(f: FunnelSQL) -> tuple[str, bool]:
 def _steps(ctx: QueryContext, q: FunnelsQuery, f: FunnelSQL) -> dict:
     n = f.n
     d = ctx.dialect
+    prepare = None
     if funnel_fast.applies(f):
-        sql, has_bd = funnel_fast.steps_sql(f), False
+        (sql, prepare), has_bd = funnel_fast.steps_plan(f), False
     else:
         sql_with, has_bd = _final(f)
         counts = ", ".join(f"count(*) FILTER (WHERE reached >= {k})" for k in range(n))
@@ -323,7 +324,7 @@ def _steps(ctx: QueryContext, q: FunnelsQuery, f: FunnelSQL) -> dict:
                          for k in range(1, n))
         cols = ", ".join(x for x in (counts, avgs, meds) if x)
         sql = f"{sql_with} SELECT bd, {cols} FROM final GROUP BY bd"
-    rows = ctx.execute(sql, f.scope.params.values)
+    rows = ctx.execute(sql, f.scope.params.values, prepare=prepare)
     groups = []
     for row in rows:
         bd = row[0]

@@ -13,7 +13,7 @@ import re
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import duckdb
 import orjson
@@ -232,26 +232,41 @@ class DuckDBStorage(PartsMixin):
 
     # -- the write path ------------------------------------------------------------------
     def append(self, events: pa.Table, changes: Changes | ChangeRows,
-               wal_position: tuple[int, int] | None = None) -> None:
+               wal_position: tuple[int, int] | None = None, *, serial: bool = False) -> None:
+        """Store ``events`` and ``changes`` in one transaction. ``serial``: without DuckDB's
+        worker threads (the writer's live flushes: their parallel insert costs a third more CPU
+        than a serial one and takes the cores the event loop needs while capture is busy; a
+        query starting meanwhile runs on its own thread until the flush ends)."""
         con = self._con
         with self._lock:
-            con.execute("BEGIN")
+            threads = None
+            if serial and events.num_rows:
+                threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+                if threads > 1:
+                    con.execute("SET threads = 1")
+                else:
+                    threads = None
             try:
-                if wal_position is not None:
-                    con.execute("DELETE FROM ingest_wal")
-                    con.execute("INSERT INTO ingest_wal VALUES (?, ?)", list(wal_position))
-                if events.num_rows:
-                    con.register("_sl_batch", events)
-                    try:
-                        con.execute(_INSERT_EVENTS.format(src="_sl_batch"))
-                    finally:
-                        con.unregister("_sl_batch")
-                if changes:
-                    self._write_changes(changes)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+                con.execute("BEGIN")
+                try:
+                    if wal_position is not None:
+                        con.execute("DELETE FROM ingest_wal")
+                        con.execute("INSERT INTO ingest_wal VALUES (?, ?)", list(wal_position))
+                    if events.num_rows:
+                        con.register("_sl_batch", events)
+                        try:
+                            con.execute(_INSERT_EVENTS.format(src="_sl_batch"))
+                        finally:
+                            con.unregister("_sl_batch")
+                    if changes:
+                        self._write_changes(changes)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            finally:
+                if threads is not None:
+                    con.execute(f"SET threads = {int(threads)}")
 
     def _write_changes(self, changes: Changes | ChangeRows) -> None:
         ch = changes if isinstance(changes, ChangeRows) else change_rows(changes)
@@ -417,9 +432,12 @@ class DuckDBStorage(PartsMixin):
             con.close()
 
     def query(self, sql: str, params: dict[str, Any] | None = None, *, timeout_s: float | None = None,
-              max_rows: int | None = None, timezone: str | None = None) -> QueryResult:
+              max_rows: int | None = None, timezone: str | None = None,
+              prepare: Callable[[Any, str, dict], tuple[str, dict]] | None = None) -> QueryResult:
         """Untrusted read-only SQL (already validated by the caller): a cursor of its own, a
-        read-only transaction, and a timer that interrupts the cursor after ``timeout_s``."""
+        read-only transaction, and a timer that interrupts the cursor after ``timeout_s``.
+        ``prepare(cursor, sql, params)``, if given, runs first in the same transaction and
+        returns the statement to run (it sees the same data: e.g. which part files exist)."""
         con = self._con.cursor()
         timed_out = threading.Event()
         timer: threading.Timer | None = None
@@ -441,6 +459,8 @@ class DuckDBStorage(PartsMixin):
                 timer.daemon = True
                 timer.start()
             try:
+                if prepare is not None:
+                    sql, params = prepare(con, sql, dict(params or {}))
                 cur = con.execute(sql, params or None)
                 description = cur.description or []
                 rows = cur.fetchmany(max_rows) if max_rows is not None else cur.fetchall()

@@ -62,7 +62,19 @@ PARTS_MIGRATIONS = [
     # the row order inside the file (PART_ORDER when it was written); NULL: written before
     # files recorded it, sorted by (event, timestamp)
     "ALTER TABLE event_part_layout ADD COLUMN IF NOT EXISTS sort_order VARCHAR",
+    # true: the file has its actors file (ACTORS_SUFFIX); NULL: registered before they existed
+    "ALTER TABLE event_part_layout ADD COLUMN IF NOT EXISTS actors BOOLEAN",
 ]
+# Beside each part file ``part-….parquet``, its *actors file* ``part-….parquet.actors``: the
+# distinct (project_id, event, person_id) of its rows, a small Parquet file sorted by event.
+# "How many persons did X" over the files that lie wholly inside a query's range reads those
+# (~6x fewer rows than the events; sightline/query/funnel_fast.py). Written with the part,
+# before it is registered; deleted with it; parts never change, so neither does it.
+ACTORS_SUFFIX = ".actors"
+
+
+def actors_path(part: Path) -> Path:
+    return part.with_name(part.name + ACTORS_SUFFIX)
 
 
 @dataclass
@@ -75,6 +87,7 @@ class PartFile:
     month: datetime | None       # first instant of the UTC month
     bytes: int
     sort_order: str | None = PART_ORDER  # rows sorted by these columns (None: unknown, older files)
+    actors: bool = False         # its actors file is written (ACTORS_SUFFIX)
 
 
 @dataclass
@@ -117,10 +130,12 @@ class CompactReport:
     files_written: int = 0
     files_removed: int = 0
     partitions: list[str] = field(default_factory=list)
+    files_indexed: int = 0       # older files given their actors file
 
     def to_json(self) -> dict[str, Any]:
         return {"hot_rows_moved": self.hot_rows_moved, "files_written": self.files_written,
-                "files_removed": self.files_removed, "partitions": self.partitions}
+                "files_removed": self.files_removed, "partitions": self.partitions,
+                "files_indexed": self.files_indexed}
 
 
 def _iso(ts: datetime) -> str:
@@ -157,6 +172,25 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_actors(con: Any, part: Path) -> bool:
+    """Write the actors file of the part file ``part`` (fsynced, renamed); False if it could
+    not be written (queries then read the part's events instead)."""
+    final = actors_path(part)
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        con.execute(f"COPY (SELECT DISTINCT project_id, event, person_id FROM read_parquet({_str_literal(str(part))}, "
+                    f"hive_partitioning = false) ORDER BY event, person_id) TO {_str_literal(str(tmp))} "
+                    f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {PART_ZSTD_LEVEL}, "
+                    f"ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+        _fsync_path(tmp)
+        os.replace(tmp, final)
+        _fsync_path(final.parent)
+    except Exception:  # noqa: BLE001 - the index is optional: without it, queries read the part
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
 
 
 class PartsMixin:
@@ -199,6 +233,7 @@ class PartsMixin:
         if not root.exists():
             return
         known = {r[0] for r in self._con.execute("SELECT name FROM event_parts").fetchall()}
+        known |= {name + ACTORS_SUFFIX for name in known}
         for f in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             rel = f.relative_to(root).as_posix()
             if f.is_dir():
@@ -211,7 +246,7 @@ class PartsMixin:
 
     def part_files(self, project_id: int | None = None) -> list[PartFile]:
         sql = ("SELECT p.name, p.rows, p.min_timestamp, p.max_timestamp, l.project_id, l.month, l.bytes, "
-               "l.sort_order FROM event_parts p LEFT JOIN event_part_layout l USING (name)")
+               "l.sort_order, l.actors FROM event_parts p LEFT JOIN event_part_layout l USING (name)")
         params: list = []
         if project_id is not None:
             sql += " WHERE l.project_id = ? OR l.project_id IS NULL"
@@ -222,14 +257,14 @@ class PartsMixin:
         finally:
             con.close()
         out = []
-        for name, n, lo, hi, pid, month, size, order in rows:
+        for name, n, lo, hi, pid, month, size, order, actors in rows:
             if size is None:
                 try:
                     size = (self.parts_dir / name).stat().st_size
                 except OSError:
                     size = 0
             m = datetime(month.year, month.month, 1, tzinfo=UTC) if month is not None else None
-            out.append(PartFile(name, n, lo, hi, pid, m, size, order))
+            out.append(PartFile(name, n, lo, hi, pid, m, size, order, bool(actors)))
         return out
 
     def disk_bytes(self) -> int:
@@ -275,6 +310,7 @@ class PartsMixin:
                 _fsync_path(tmp)
                 os.replace(tmp, final)
                 written.append(PartFile(name, int(n), lo, hi, int(project_id), month, final.stat().st_size))
+                written[-1].actors = _write_actors(con, final)
             for folder in {str(Path(w.name).parent) for w in written}:
                 _fsync_path(self.parts_dir / folder)
         except BaseException:
@@ -289,8 +325,9 @@ class PartsMixin:
         for p in added:
             con.execute("INSERT INTO event_parts (name, rows, min_timestamp, max_timestamp, created_at) "
                         "VALUES (?, ?, ?, ?, ?)", [p.name, p.rows, p.min_timestamp, p.max_timestamp, now])
-            con.execute("INSERT OR REPLACE INTO event_part_layout (name, project_id, month, bytes, sort_order) "
-                        "VALUES (?, ?, ?, ?, ?)", [p.name, p.project_id, p.month.date(), p.bytes, p.sort_order])
+            con.execute("INSERT OR REPLACE INTO event_part_layout (name, project_id, month, bytes, sort_order, "
+                        "actors) VALUES (?, ?, ?, ?, ?, ?)",
+                        [p.name, p.project_id, p.month.date(), p.bytes, p.sort_order, p.actors or None])
         removed = list(removed)
         if removed:
             con.execute("DELETE FROM event_parts WHERE name IN (SELECT unnest(?))", [removed])
@@ -305,6 +342,8 @@ class PartsMixin:
             path = self.parts_dir / name
             path.unlink(missing_ok=True)
             path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            actors_path(path).unlink(missing_ok=True)
+            actors_path(path).with_name(actors_path(path).name + ".tmp").unlink(missing_ok=True)
             folders.add(path.parent)
         for folder in folders:
             if folder != self.parts_dir:
@@ -312,6 +351,21 @@ class PartsMixin:
                     folder.rmdir()  # the partition is empty now
                 except OSError:
                     pass
+
+    def index_part_actors(self, limit: int | None = None) -> int:
+        """Write the actors file of registered partition files that have none (stores from
+        before they existed): at most ``limit`` files. Returns how many."""
+        with self._lock:
+            names = [r[0] for r in self._con.execute(
+                "SELECT name FROM event_part_layout WHERE actors IS NOT TRUE ORDER BY name").fetchall()]
+            done = 0
+            for name in names[:limit] if limit is not None else names:
+                path = self.parts_dir / name
+                if not path.exists() or not _write_actors(self._con, path):
+                    continue
+                self._con.execute("UPDATE event_part_layout SET actors = true WHERE name = ?", [name])
+                done += 1
+        return done
 
     def _commit_layout(self, added: list[PartFile], removed: list[str], extra_sql: list[tuple[str, list]] = (),
                        changes: Any = None, before: Any = None) -> None:
@@ -437,6 +491,11 @@ class PartsMixin:
                 os.replace(tmp, final)
                 written.append(PartFile(name, int(n), lo.astimezone(UTC), hi.astimezone(UTC), int(project_id),
                                         month_dt, final.stat().st_size))
+                cur = self._con.cursor()  # (the import's part writer runs beside the writer thread)
+                try:
+                    written[-1].actors = _write_actors(cur, final)
+                finally:
+                    cur.close()
             for folder in {str(Path(w.name).parent) for w in written}:
                 _fsync_path(self.parts_dir / folder)
         except BaseException:
@@ -482,6 +541,8 @@ class PartsMixin:
             extra = [(f"DELETE FROM events_hot WHERE {hot_where}", [])] if n_hot else []
             if added or removed or extra:
                 self._commit_layout(added, removed, extra)
+        if merge:  # files from before the actors files get theirs
+            report.files_indexed = self.index_part_actors()
         report.hot_rows_moved = n_hot
         report.files_written = len(added)
         report.files_removed = len(removed)

@@ -30,9 +30,9 @@ def _spy(monkeypatch):
     for name in ("steps_sql", "actors_sql", "ctes_sql"):
         original = getattr(funnel_fast, name)
 
-        def wrapped(f, _original=original, _name=name):
+        def wrapped(f, *args, _original=original, _name=name):
             calls.append(_name)
-            return _original(f)
+            return _original(f, *args)
 
         monkeypatch.setattr(funnel_fast, name, wrapped)
     return calls
