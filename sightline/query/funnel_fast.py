@@ -97,8 +97,13 @@ def _ctes(f: FunnelSQL, indexed: bool = False) -> list[str]:
     reach_ts = "CASE reached " + " ".join(f"WHEN {k - 1} THEN t{k}" for k in range(2, n + 1)) + " END"
     ts_cols = ", ".join(f"t{k}" for k in range(1, n + 1))
     ctes.append(f"att AS (SELECT actor, {ts_cols}, {reached} AS reached FROM c{n})")
-    ctes.append(f"best AS (SELECT actor, reached, {ts_cols} FROM att QUALIFY row_number() OVER "
-                f"(PARTITION BY actor ORDER BY reached DESC, {reach_ts} ASC, t1 DESC, t2 ASC) = 1)")
+    # most actors have one attempt: only those with several are ranked (a window sort); actors
+    # are never NULL (person ids are NOT NULL; group actors are filtered on IS NOT NULL)
+    ctes.append("multi AS (SELECT actor FROM att GROUP BY actor HAVING count(*) > 1)")
+    ctes.append(f"best AS (SELECT actor, reached, {ts_cols} FROM att WHERE actor NOT IN (SELECT actor FROM multi) "
+                f"UNION ALL SELECT actor, reached, {ts_cols} FROM att WHERE actor IN (SELECT actor FROM multi) "
+                f"QUALIFY row_number() OVER (PARTITION BY actor ORDER BY reached DESC, {reach_ts} ASC, t1 DESC, "
+                "t2 ASC) = 1)")
     return ctes
 
 
