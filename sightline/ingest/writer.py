@@ -21,6 +21,7 @@ recently stored uuids held in memory and warmed from storage at start.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import queue
@@ -256,6 +257,9 @@ class Writer:
         self._last_checkpoint = time.monotonic()
         self._flushed_since_checkpoint = 0
         self._to_sync: queue.SimpleQueue = queue.SimpleQueue()
+        # live flushes insert without the store's worker threads where it has them (DuckDB)
+        self._flush_options = ({"serial": True} if "serial" in inspect.signature(storage.append).parameters
+                               else {})
         # Rounds the syncer appended, waiting for their fsync (the fsyncer thread), in log order.
         self._to_fsync: queue.SimpleQueue = queue.SimpleQueue()
         # The epoch an fsync failure moved to: records resolved before it (smaller epochs) fail
@@ -909,7 +913,7 @@ class Writer:
         while True:
             started = time.perf_counter()
             try:
-                self.storage.append(table, rows, wal_position=position)
+                self.storage.append(table, rows, wal_position=position, **self._flush_options)
                 break
             except Exception as exc:  # the events are safe in the log: keep trying
                 log.exception("storing %d logged events failed; retrying", table.num_rows)

@@ -8,6 +8,9 @@ import threading
 import time
 from datetime import datetime, timezone
 
+import duckdb
+import pyarrow as pa
+
 import sightline
 from sightline.errors import Unavailable
 from sightline.ingest.normalize import normalize_batch
@@ -270,5 +273,47 @@ def test_an_fsync_that_fails_fails_every_group_resolved_before_it(tmp_path, monk
         assert sorted(r[0] for r in rows) == sorted(r["uuid"] for r in raw_a + raw_b)
         assert writer.identity.person_for(pid, "a-0") is not None
         assert writer.pending_events == 0
+    finally:
+        core.close()
+
+
+def test_serial_appends_store_the_same_rows_and_give_the_threads_back(tmp_path):
+    """The flusher's appends run without DuckDB's worker threads (``serial``): the same rows and
+    derived columns as a parallel append, and the database's thread setting is restored after
+    every append, a failing one included."""
+    from sightline.storage.schema import events_to_arrow
+
+    core = sightline.open(tmp_path / "d")
+    try:
+        storage, pid = core.storage, core.bootstrap_info.project.id
+        assert core.writer._flush_options == {"serial": True}  # the live flushes use it
+        threads = storage._con.execute("SELECT current_setting('threads')").fetchone()[0]
+        raw = [{"event": ["$pageview", "click"][i % 2], "distinct_id": f"s-{i % 7}",
+                "properties": {"$current_url": f"https://x.test/{i}", "$browser": ["Chrome", "Firefox"][i % 2],
+                               "$session_id": f"sess-{i % 3}", "utm_source": None if i % 4 else "news", "n": i}}
+               for i in range(3000)]
+        now = datetime.now(UTC)
+        tables = []
+        for _ in range(2):
+            events = normalize_batch(raw, now=now).events
+            for e in events:
+                e.person_id = "0190a8c2-0000-7000-8000-000000000001"
+            tables.append(events_to_arrow(events, [pid] * len(events), now))
+        storage.append(tables[0], {}, serial=False)
+        storage.append(tables[1], {}, serial=True)
+        assert storage._con.execute("SELECT current_setting('threads')").fetchone()[0] == threads
+        cols = "event, distinct_id, person_id, timestamp, properties, session_id, mat_current_url, mat_browser, mat_utm_source"
+        first, second = (sorted(storage.execute(
+            f"SELECT {cols} FROM events WHERE uuid IN (SELECT CAST(unnest($u) AS UUID))",
+            {"u": t.column("uuid").to_pylist()}).rows) for t in tables)
+        assert len(first) == 3000 and first == second
+        broken = tables[0].set_column(0, "uuid", pa.array(["not a uuid"] * tables[0].num_rows, pa.string()))
+        try:
+            storage.append(broken, {}, serial=True)
+            raise AssertionError("the append should have failed")
+        except duckdb.Error:
+            pass
+        assert storage._con.execute("SELECT current_setting('threads')").fetchone()[0] == threads
+        assert storage.execute("SELECT count(*) FROM events").rows[0][0] == 6000
     finally:
         core.close()
