@@ -193,6 +193,52 @@ def _write_actors(con: Any, part: Path) -> bool:
     return True
 
 
+def _actors_of(rows: pa.Table) -> pa.Table | None:
+    """The actors file's rows from a part's rows in :data:`PART_ORDER` (the first row of each
+    run of one event and person), with numpy; None if the columns are not the usual ones."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    n = rows.num_rows
+    person = rows.column("person_id").combine_chunks()
+    raw = person.storage if isinstance(person.type, pa.BaseExtensionType) else person
+    if n == 0 or not pa.types.is_fixed_size_binary(raw.type) or raw.type.byte_width != 16 or raw.null_count:
+        return None
+    halves = np.frombuffer(raw.buffers()[1], dtype=np.uint64)[raw.offset * 2:(raw.offset + n) * 2].reshape(n, 2)
+    change = (halves[1:, 0] != halves[:-1, 0]) | (halves[1:, 1] != halves[:-1, 1])
+    event = rows.column("event").combine_chunks()
+    if pa.types.is_dictionary(event.type):
+        codes = event.indices.to_numpy(zero_copy_only=False)
+        if len(pc.unique(event.dictionary)) != len(event.dictionary):
+            return None
+        change |= codes[1:] != codes[:-1]
+    else:
+        change |= pc.not_equal(event.slice(1), event.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = pa.array(np.flatnonzero(np.concatenate([[True], change])))
+    # (taking from the storage array is much faster than from an extension array)
+    ids = raw.take(starts)
+    return pa.table({"project_id": rows.column("project_id").take(starts), "event": event.take(starts),
+                     "person_id": pa.ExtensionArray.from_storage(person.type, ids)
+                     if isinstance(person.type, pa.BaseExtensionType) else ids})
+
+
+def _write_actors_table(actors: pa.Table, part: Path) -> bool:
+    """:func:`_write_actors` from rows already computed (the bulk import's part writer)."""
+    import pyarrow.parquet as pq
+
+    final = actors_path(part)
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        pq.write_table(actors, tmp, compression="zstd", compression_level=PART_ZSTD_LEVEL,
+                       row_group_size=ROW_GROUP_SIZE, store_schema=False)
+        _fsync_path(tmp)
+        os.replace(tmp, final)
+    except Exception:  # noqa: BLE001 - the index is optional: without it, queries read the part
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
+
+
 class PartsMixin:
     """The layout half of :class:`~sightline.storage.duckdb_backend.DuckDBStorage`."""
 
@@ -491,11 +537,15 @@ class PartsMixin:
                 os.replace(tmp, final)
                 written.append(PartFile(name, int(n), lo.astimezone(UTC), hi.astimezone(UTC), int(project_id),
                                         month_dt, final.stat().st_size))
-                cur = self._con.cursor()  # (the import's part writer runs beside the writer thread)
-                try:
-                    written[-1].actors = _write_actors(cur, final)
-                finally:
-                    cur.close()
+                actors = _actors_of(table.slice(offset - n, n))
+                if actors is not None:
+                    written[-1].actors = _write_actors_table(actors, final)
+                else:
+                    cur = self._con.cursor()  # (the import's part writer runs beside the writer thread)
+                    try:
+                        written[-1].actors = _write_actors(cur, final)
+                    finally:
+                        cur.close()
             for folder in {str(Path(w.name).parent) for w in written}:
                 _fsync_path(self.parts_dir / folder)
         except BaseException:
