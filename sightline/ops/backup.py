@@ -100,6 +100,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _with_actors_files(parts_dir: Path, names: list[str]) -> list[str]:
+    """The registered parts, each followed by its actors file when it has one (immutable too)."""
+    from sightline.storage.duckdb_parts import ACTORS_SUFFIX
+
+    out = []
+    for name in names:
+        out.append(name)
+        if (parts_dir / (name + ACTORS_SUFFIX)).exists():
+            out.append(name + ACTORS_SUFFIX)
+    return out
+
+
 def _copy_sqlite(src: Path, dst: Path) -> None:
     """SQLite's online backup API: a consistent copy while other connections write."""
     from sightline.ops.migrations import sqlite_readonly
@@ -146,15 +158,10 @@ def snapshot_live(core: Any, staging_parent: Path | None = None) -> Snapshot:
         def copy(_identity: Any) -> None:
             files, parts = core.storage.snapshot_to(staging)
             _copy_sqlite(core.meta.path, staging / META_FILE)
-            from sightline.storage.duckdb_parts import ACTORS_SUFFIX
-
-            for name in parts:
-                # each part with its actors file, when it has one (immutable too)
-                extra = [name + ACTORS_SUFFIX] if (core.storage.parts_dir / (name + ACTORS_SUFFIX)).exists() else []
-                for n in [name, *extra]:
-                    rel = _safe_rel(f"{PARTS_DIR}/{n}")
-                    _link_or_copy(core.storage.parts_dir / n, staging / rel)
-                    files.append(rel)
+            for name in _with_actors_files(core.storage.parts_dir, parts):
+                rel = _safe_rel(f"{PARTS_DIR}/{name}")
+                _link_or_copy(core.storage.parts_dir / name, staging / rel)
+                files.append(rel)
             snap.files = files + [META_FILE]
 
         core.writer.run_exclusive(copy)
@@ -191,7 +198,7 @@ def snapshot_offline(data_dir: Path, staging_parent: Path | None = None, *, con:
                 if versions is None:
                     versions = migrations.read_versions(data_dir, con=db)
                 files += duckdb_files.checkpoint_and_copy(db, data_dir / DB_FILE, staging)
-                for name in duckdb_files.part_names(db):
+                for name in _with_actors_files(data_dir / PARTS_DIR, duckdb_files.part_names(db)):
                     rel = _safe_rel(f"{PARTS_DIR}/{name}")
                     _link_or_copy(data_dir / PARTS_DIR / name, staging / rel)
                     files.append(rel)
