@@ -5,9 +5,8 @@ Two threads share the work:
 * the **writer** takes everything queued by requests (capture requests: the event loop's own
   thread, see :meth:`Writer._enqueue`), drops duplicates and resolves identities (in memory);
   the **syncer** builds the group's Arrow table and appends one record for it to the
-  ingestion log (:mod:`sightline.ingest.wal`); the **fsyncer** fsyncs the log (once for every
-  round of groups waiting) while the syncer already appends the next round; only after that
-  fsync are the requests' futures resolved, so an HTTP 200 always means "durable";
+  ingestion log (:mod:`sightline.ingest.wal`) and fsyncs it (once for every group waiting); only
+  then are the requests' futures resolved, so an HTTP 200 always means "durable";
 * the **flusher** stores logged records in the event store in large transactions (about once a
   second, or sooner when someone reads), together with the log position they reach, so a
   restart replays exactly the records the store does not have yet.
@@ -260,14 +259,8 @@ class Writer:
         # live flushes insert without the store's worker threads where it has them (DuckDB)
         self._flush_options = ({"serial": True} if "serial" in inspect.signature(storage.append).parameters
                                else {})
-        # Rounds the syncer appended, waiting for their fsync (the fsyncer thread), in log order.
-        self._to_fsync: queue.SimpleQueue = queue.SimpleQueue()
-        # The epoch an fsync failure moved to: records resolved before it (smaller epochs) fail
-        # even when the syncer appended them before the failure was known.
-        self._fsync_failed_epoch = 0
         self._thread = threading.Thread(target=self._run, name="sightline-writer", daemon=True)
         self._syncer = threading.Thread(target=self._sync_loop, name="sightline-syncer", daemon=True)
-        self._fsyncer = threading.Thread(target=self._fsync_loop, name="sightline-fsyncer", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name="sightline-flusher", daemon=True)
         self._running = False
         # commits made by an event loop's thread (see _enqueue)
@@ -305,7 +298,6 @@ class Writer:
         _warm_up()
         self._running = True
         self._thread.start()
-        self._fsyncer.start()
         self._syncer.start()
         self._flusher.start()
 
@@ -319,8 +311,7 @@ class Writer:
         self._queue.put(_STOP)
         self._thread.join()
         self._to_sync.put(_STOP)
-        self._syncer.join()  # it stops the fsyncer after its last round
-        self._fsyncer.join()
+        self._syncer.join()
         self._to_flush.put(_STOP)
         self._flusher.join()
         with self._log_lock:
@@ -599,41 +590,37 @@ class Writer:
         return table, n
 
     def _sync_loop(self) -> None:
-        try:
+        while True:
+            first = self._to_sync.get()
+            if first is _STOP:
+                return
+            groups = [first]
+            stop = False
             while True:
-                first = self._to_sync.get()
-                if first is _STOP:
-                    return
-                groups = [first]
-                stop = False
-                while True:
-                    try:
-                        nxt = self._to_sync.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        stop = True
-                        break
-                    groups.append(nxt)
-                self._log_groups(groups)
-                if stop:
-                    return
-        finally:
-            self._to_fsync.put(_STOP)  # after every round: the fsyncer settles them, then stops
+                try:
+                    nxt = self._to_sync.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                groups.append(nxt)
+            self._log_groups(groups)
+            if stop:
+                return
 
     def _log_groups(self, groups: list) -> None:
-        """Append each group's record to the log (in commit order) and hand the round to the
-        fsyncer thread, which fsyncs it (once for every round waiting) and then answers: the
-        next round's tables are built and appended while this one's fsync runs."""
-        logged: list = []  # (items, results, (table, rows, position, epoch) or None)
-        failed = 0
+        """Append each group's record to the log (in commit order), fsync once for all of them,
+        then hand the records to the flusher and answer the requests."""
+        logged: list = []  # (items, results, (table, rows, position) or None)
+        settled = 0
         for items, results, record in groups:
             if record is None:
                 logged.append((items, results, None))
                 continue
+            settled += 1
             stored, project_ids, pieces, now, rows, epoch = record
             if epoch != self._log_epoch:  # resolved against identity changes that were lost
-                failed += 1
                 self._forget_later(stored, project_ids, pieces)
                 self._finish(items, error=Unavailable("Storing events failed: an earlier write failed. "
                                                       "Retry shortly.", code="storage_error"))
@@ -645,100 +632,38 @@ class Writer:
                     position = self.log.append(payload)
             except Exception as exc:  # the log could not be written: nothing of this group is durable
                 log.exception("logging %d events failed", len(stored) + sum(p.num_rows for p in pieces))
-                failed += 1
                 self._lose_identity()
                 self._forget_later(stored, project_ids, pieces)
                 self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
                                                       code="storage_error"))
                 continue
-            logged.append((items, results, (table, rows, position, epoch)))
-        fd = None
-        if any(g[2] is not None for g in logged):
-            try:
+            logged.append((items, results, (table, rows, position)))
+        try:
+            if any(g[2] is not None for g in logged):
                 with self._log_lock:
                     fd = self.log.sync_handle()
-            except Exception as exc:  # pragma: no cover - the descriptor table is full
-                fd = exc
-        if failed:
-            self._settle(failed)
-        if logged:
-            self._to_fsync.put((logged, fd))
-
-    def _settle(self, n: int) -> None:
-        with self._cond:
-            self._groups_settled += n
-            self._cond.notify_all()
-
-    def _fsync_loop(self) -> None:
-        while True:
-            first = self._to_fsync.get()
-            if first is _STOP:
-                return
-            rounds = [first]
-            stop = False
-            while True:
                 try:
-                    nxt = self._to_fsync.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                rounds.append(nxt)
-            try:
-                self._sync_rounds(rounds)
-            except Exception:  # pragma: no cover - a bug: answer nobody twice, but keep the jobs going
-                log.exception("settling logged groups failed")
-            if stop:
-                return
-
-    def _sync_rounds(self, rounds: list) -> None:
-        """fsync the log once for ``rounds`` (appended in this order: one fsync of the newest
-        segment covers them all, an older segment was fsync'd when the log moved on), then hand
-        the records to the flusher and answer every request with one wake-up of its loop."""
-        fds = [fd for _, fd in rounds if fd is not None]
-        error: Exception | None = None
-        try:
-            for fd in fds:
-                if isinstance(fd, Exception):
-                    raise fd
-            if fds:
-                os.fsync(fds[-1])
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         except Exception as exc:  # cannot make the log durable: fail these requests
             log.exception("fsync of the ingestion log failed")
-            error = exc
             self._lose_identity()
-            self._fsync_failed_epoch = self._log_epoch
-        finally:
-            for fd in fds:
-                if not isinstance(fd, Exception):
-                    os.close(fd)
-        ok_items: list = []
-        ok_results: list = []
-        settled = 0
-        for logged, _ in rounds:
+            for items, _, record in logged:
+                if record is not None:
+                    table = record[0]
+                    self._forget_later([], [], [table])
+                self._finish(items, error=Unavailable(f"Storing events failed: {exc}. Retry shortly.",
+                                                      code="storage_error"))
+        else:
             for items, results, record in logged:
                 if record is not None:
-                    settled += 1
-                    table, rows, position, epoch = record
-                    if error is not None or epoch < self._fsync_failed_epoch:
-                        # not durable, or resolved against identity changes an fsync lost
-                        self._forget_later([], [], [table])
-                        self._finish(items, error=Unavailable(
-                            f"Storing events failed: {error or 'an earlier write failed'}. Retry shortly.",
-                            code="storage_error"))
-                        continue
-                    self._hand_over(table, rows, position)
-                elif error is not None:
-                    self._finish(items, error=Unavailable(f"Storing events failed: {error}. Retry shortly.",
-                                                          code="storage_error"))
-                    continue
-                ok_items += items
-                ok_results += results
-        if ok_items:
-            self._finish(ok_items, results=ok_results)
+                    self._hand_over(*record)
+                self._finish(items, results=results)
         if settled:
-            self._settle(settled)
+            with self._cond:
+                self._groups_settled += settled
+                self._cond.notify_all()
 
     def _lose_identity(self) -> None:
         """A record could not be made durable: the in-memory identity holds its changes (and
