@@ -310,3 +310,47 @@ def test_serial_appends_store_the_same_rows_and_give_the_threads_back(tmp_path):
         assert storage.execute("SELECT count(*) FROM events").rows[0][0] == 6000
     finally:
         core.close()
+
+
+def test_duplicates_in_one_group_against_a_plain_reference(tmp_path):
+    """Requests without duplicates take the set-based check, the others the per-event one: the
+    stored and duplicate counts of every request match a plain-Python replay of the rule (first
+    occurrence of a uuid in arrival order wins, against earlier groups too)."""
+    import random
+
+    core = sightline.open(tmp_path / "d")
+    try:
+        writer, pid = core.writer, core.bootstrap_info.project.id
+        r = random.Random(7)
+        pool = [f"0190a8c2-0000-7000-8000-{i:012d}" for i in range(60)]
+        requests = []
+        for k in range(12):
+            if k % 3 == 0:  # fresh uuids only
+                uuids = [f"0190a8c2-0000-7000-9000-{k:04d}{i:08d}" for i in range(5)]
+            else:  # drawn from a small pool: repeats within and across requests
+                uuids = [r.choice(pool) for _ in range(6)]
+            requests.append(uuids)
+        held: set[str] = set()
+        expected = []
+        for uuids in requests:
+            stored = 0
+            for u in uuids:
+                if u not in held:
+                    held.add(u)
+                    stored += 1
+            expected.append((stored, len(uuids) - stored))
+
+        def events(uuids):
+            raw = [{"event": "e", "distinct_id": f"d-{i % 4}", "uuid": u, "properties": {"i": i}}
+                   for i, u in enumerate(uuids)]
+            return normalize_batch(raw, now=datetime.now(UTC)).events
+
+        async def main(batch):
+            return await asyncio.gather(*[writer.submit(pid, events(u), in_loop=True) for u in batch])
+
+        results = asyncio.run(main(requests[:6])) + asyncio.run(main(requests[6:]))  # two groups
+        assert [(x.stored, x.duplicates) for x in results] == expected
+        core.sync()
+        assert core.storage.execute("select count(*) from events").rows[0][0] == len(held)
+    finally:
+        core.close()
