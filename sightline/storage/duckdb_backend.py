@@ -233,40 +233,32 @@ class DuckDBStorage(PartsMixin):
     # -- the write path ------------------------------------------------------------------
     def append(self, events: pa.Table, changes: Changes | ChangeRows,
                wal_position: tuple[int, int] | None = None, *, serial: bool = False) -> None:
-        """Store ``events`` and ``changes`` in one transaction. ``serial``: without DuckDB's
-        worker threads (the writer's live flushes: their parallel insert costs a third more CPU
-        than a serial one and takes the cores the event loop needs while capture is busy; a
-        query starting meanwhile runs on its own thread until the flush ends)."""
+        """Store ``events`` and ``changes`` in one transaction. ``serial``: DuckDB inserts on one
+        thread (the writer's live flushes: their parallel insert costs about a fifth more CPU
+        and takes the cores the event loop needs while capture is busy). The rows go in as one
+        Arrow batch, which DuckDB's Arrow scan hands to one thread; the database's thread
+        setting is left alone, so a query running meanwhile keeps its worker threads."""
         con = self._con
+        if serial and events.num_rows and events.column(0).num_chunks > 1:
+            events = events.combine_chunks()
         with self._lock:
-            threads = None
-            if serial and events.num_rows:
-                threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-                if threads > 1:
-                    con.execute("SET threads = 1")
-                else:
-                    threads = None
+            con.execute("BEGIN")
             try:
-                con.execute("BEGIN")
-                try:
-                    if wal_position is not None:
-                        con.execute("DELETE FROM ingest_wal")
-                        con.execute("INSERT INTO ingest_wal VALUES (?, ?)", list(wal_position))
-                    if events.num_rows:
-                        con.register("_sl_batch", events)
-                        try:
-                            con.execute(_INSERT_EVENTS.format(src="_sl_batch"))
-                        finally:
-                            con.unregister("_sl_batch")
-                    if changes:
-                        self._write_changes(changes)
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            finally:
-                if threads is not None:
-                    con.execute(f"SET threads = {int(threads)}")
+                if wal_position is not None:
+                    con.execute("DELETE FROM ingest_wal")
+                    con.execute("INSERT INTO ingest_wal VALUES (?, ?)", list(wal_position))
+                if events.num_rows:
+                    con.register("_sl_batch", events)
+                    try:
+                        con.execute(_INSERT_EVENTS.format(src="_sl_batch"))
+                    finally:
+                        con.unregister("_sl_batch")
+                if changes:
+                    self._write_changes(changes)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def _write_changes(self, changes: Changes | ChangeRows) -> None:
         ch = changes if isinstance(changes, ChangeRows) else change_rows(changes)
