@@ -854,6 +854,8 @@ class _PartWriter:
         self.unstored: list[pa.Table] = []  # handed over, not registered yet (for dedup)
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._pending: list = []  # registration jobs submitted to the writer
+        self._register_failed = False  # (a failed write of a later unit keeps the earlier ones)
         self._thread = threading.Thread(target=self._run, name="sightline-import-parts", daemon=True)
         self._thread.start()
 
@@ -883,24 +885,44 @@ class _PartWriter:
                 added = storage.write_import_part_files(table) if rows else []
                 del table  # the only reference: freed once written
 
-                def register(_identity, _changes, added=added, slim=slim, unit=unit) -> pa.Table:
+                def register(_identity, _changes, added=added, slim=slim, unit=unit, rows=rows) -> pa.Table:
+                    if self._register_failed:  # an earlier unit's persons are not stored
+                        storage.discard_part_files(added)
+                        return slim.slice(0, 0)
                     storage.register_import_unit(added, unit.changes, unit.new_persons)
                     self.unstored.remove(slim)
+                    self.stored += rows
                     return slim.slice(0, 0)
 
-                try:
-                    writer.run_job(register)
-                except BaseException:
-                    storage.discard_part_files(added)
-                    raise
-                self.stored += rows
+                # registered by the writer thread in order; meanwhile this thread writes the
+                # next unit's files (waiting here left it idle while the writer thread finished
+                # resolving the next batches' persons)
+                future = writer.submit_job(register)
+                future.add_done_callback(lambda f, added=added: self._registered(f, added))
+                self._pending.append(future)
             except BaseException as exc:  # reported to the importing thread
                 self.error = exc
+
+    def _registered(self, future, added: list) -> None:
+        """(In the writer thread, before its next job.) A failed registration: its files go,
+        and every unit queued after it is dropped by its own job."""
+        exc = future.exception()
+        if exc is None:
+            return
+        self._register_failed = True
+        self.core.storage.discard_part_files(added)
+        if self.error is None:
+            self.error = exc
 
     def close(self) -> int:
         """Wait until everything put is stored; returns the rows stored (raises the first error)."""
         self._queue.put(None)
         self._thread.join()
+        for future in self._pending:
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001, S110 - kept in self.error by _registered
+                pass
         if self.error is not None:
             raise self.error
         return self.stored

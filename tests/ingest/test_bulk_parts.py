@@ -205,3 +205,41 @@ def test_storage_append_part_writes_one_file_per_month(tmp_path):
             "WHERE event = 'append_part_test'").rows
         assert {u: (p, orjson.loads(props)["i"]) for u, p, props in stored} == \
             {e.uuid: (e.person_id, e.properties["i"]) for e in events}
+
+
+def test_a_unit_that_cannot_be_registered_stops_the_import_and_leaves_no_stray_files(tmp_path, small_parts):
+    """Units are registered by the writer thread while the part writer writes the next ones: when
+    one registration fails, its files and those of every unit queued after it are deleted and not
+    registered (their persons were never stored), the import reports the error, and importing the
+    same file again stores everything once."""
+    good = _rows(1000)
+    path = tmp_path / "events.parquet"
+    _write(path, good)
+    with sightline.open(tmp_path / "d") as core:
+        storage = core.storage
+        real = storage.register_import_unit
+        calls = []
+
+        def flaky(added, changes=None, new_persons=None):
+            calls.append(len(added))
+            if len(calls) == 2:
+                raise OSError("disk full (test)")
+            return real(added, changes, new_persons)
+
+        storage.register_import_unit = flaky
+        with pytest.raises(Exception, match="disk full"):
+            bulk.import_files(core, [path], progress=False)
+        del storage.register_import_unit
+        registered = {p.name for p in storage.part_files()}
+        on_disk = {f.relative_to(storage.parts_dir).as_posix() for f in storage.parts_dir.rglob("*.parquet")}
+        assert on_disk == registered
+        assert {f.relative_to(storage.parts_dir).as_posix() for f in storage.parts_dir.rglob("*.actors")} == \
+            {n + ".actors" for n in registered}
+        first = storage.execute("SELECT count(*) FROM events").rows[0][0]
+        assert 0 < first < len(good)
+        # every stored event's person is stored
+        assert storage.execute("SELECT count(*) FROM events e LEFT JOIN persons p ON p.id = e.person_id "
+                               "WHERE p.id IS NULL").rows[0][0] == 0
+        again = bulk.import_files(core, [path], progress=False)
+        assert again.loaded == len(good) - first and again.duplicates == first
+        assert storage.execute("SELECT count(*), count(DISTINCT uuid) FROM events").rows[0] == (len(good), len(good))
