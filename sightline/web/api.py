@@ -343,9 +343,14 @@ def _live_events(core, project_id: int, q) -> dict:
             f"AND e.timestamp >= $lo AND e.timestamp <= $hi AND {scope.dialect.has('$uuids', 'CAST(e.uuid AS VARCHAR)')}",
             {"project": project_id, "lo": min(t for t, _ in top), "hi": max(t for t, _ in top),
              "uuids": [u for _, u in top]}).rows
+    # personless events (``$process_person_profile: false``) have no person to link to
+    ids = sorted({r[5] for r in rows if r[5]})
+    known = {r[0] for r in core.storage.execute(
+        f"SELECT CAST(id AS VARCHAR) FROM persons WHERE project_id = $project AND "
+        f"{scope.dialect.has('$ids', 'CAST(id AS VARCHAR)')}", {"project": project_id, "ids": ids}).rows} if ids else set()
     results = [{"id": r[0], "uuid": r[0], "event": r[1], "distinct_id": r[2],
                 "properties": orjson.loads(r[3]) if r[3] else {}, "timestamp": _iso(r[4]),
-                "person_id": r[5], "created_at": _iso(r[6])} for r in rows]
+                "person_id": r[5] if r[5] in known else None, "created_at": _iso(r[6])} for r in rows]
     results.sort(key=lambda e: e["timestamp"], reverse=True)
     latest = max((r[6] for r in rows), default=since)
     if since is None:  # the next poll asks for events stored after everything stored so far

@@ -114,7 +114,7 @@ def test_live_events_filter_expand_and_refresh(ui):
     assert len(api_safari) < len(api_pv) or len(api_pv) == 100
 
     # a row opens to its properties JSON
-    page.locator("#events-table tr.event-row").first.click()
+    page.locator("#events-table tr.event-row td.event-name").first.click()  # (not the person link)
     detail = page.locator("#events-table tr.detail-row pre").first
     shown = json.loads(detail.inner_text())
     assert shown["uuid"] == rows[0]["uuid"] and shown["properties"]["$browser"] == "Safari"

@@ -60,6 +60,26 @@ def test_live_events_filters_and_polling(server):
     assert new["latest"] > latest
 
 
+def test_live_events_person_link_only_for_events_with_a_person(server):
+    """A personless event (``$process_person_profile: false``) has no person page to link to:
+    its ``person_id`` is null; an event with a profile gives the person the persons API shows."""
+    name = f"live-pl-{uuid.uuid4().hex[:8]}"
+    _send(server, [{"event": name, "distinct_id": "pl-anon", "properties": {"$process_person_profile": False}},
+                   {"event": name, "distinct_id": "pl-user", "properties": {"n": 1}}])
+    deadline = time.time() + 10
+    while True:
+        body = _wait(server, event=name)
+        if len(body["results"]) == 2 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    by_id = {e["distinct_id"]: e for e in body["results"]}
+    assert by_id["pl-anon"]["person_id"] is None
+    pid = by_id["pl-user"]["person_id"]
+    with server.api() as c:
+        r = c.get(f"/api/projects/@current/persons/{pid}/")
+        assert r.status_code == 200 and "pl-user" in r.json()["distinct_ids"]
+
+
 def test_live_events_rejects_bad_input(server):
     with server.api() as c:
         for params, attr in [({"properties": "{"}, "properties"), ({"properties": '{"a": 1}'}, "properties"),
