@@ -141,13 +141,6 @@ def _steps_text(f: FunnelSQL, count: str | None = None) -> str:
 
 
 # -- step 1's count from the actors files --------------------------------------------------
-_FILES_SQL = (
-    "SELECT p.name, coalesce(l.actors AND l.project_id = $fa_project AND p.min_timestamp >= $fa_start "
-    "AND p.max_timestamp <= $fa_end, false) FROM event_parts p LEFT JOIN event_part_layout l USING (name) "
-    "WHERE (l.project_id = $fa_project OR l.project_id IS NULL) AND (p.min_timestamp IS NULL OR "
-    "p.max_timestamp IS NULL OR (p.min_timestamp <= $fa_end AND p.max_timestamp >= $fa_start)) ORDER BY p.name")
-
-
 _COUNT = "(SELECT -1 AS sl_fa_count)"  # where prepare puts step 1's count
 
 
@@ -176,7 +169,7 @@ def steps_plan(f: FunnelSQL) -> tuple[str, Callable[[Any, str, dict], tuple[str,
     sql = steps_sql(f)
     if not USE_ACTORS_FILES or not _index_applies(f):
         return sql, None
-    from sightline.storage.duckdb_parts import actors_path
+    from sightline.storage.duckdb_parts import actors_path, parts_in_range_sql
 
     indexed = _steps_text(f, _COUNT)  # (built now: its parameters join the query's)
     root = f.ctx.storage.parts_dir
@@ -184,9 +177,10 @@ def steps_plan(f: FunnelSQL) -> tuple[str, Callable[[Any, str, dict], tuple[str,
               "fa_start": f.range.start, "fa_end": f.range.end}
 
     def prepare(cur: Any, text: str, params: dict) -> tuple[str, dict]:
-        files = cur.execute(_FILES_SQL, {k: values[k] for k in ("fa_project", "fa_start", "fa_end")}).fetchall()
+        files = cur.execute(parts_in_range_sql("$fa_project", "$fa_start", "$fa_end"),
+                            {k: values[k] for k in ("fa_project", "fa_start", "fa_end")}).fetchall()
         covered, rest = [], []
-        for name, inside in files:
+        for name, _rows, inside in files:
             path = root / name
             if inside and actors_path(path).exists():
                 covered.append(str(actors_path(path)))

@@ -175,11 +175,10 @@ def _values(snap: _Snapshot, fi: FastInput) -> tuple[list[tuple[str, str | None]
     of the hot rows, and those of every part file that may hold the project's rows in the
     range (files never change once written: each file's values are read once per process).
     Also the number of rows stored there (at least as many as the query reads)."""
+    from sightline.storage.duckdb_parts import parts_in_range_sql
+
     params = {"fv_start": fi.start, "fv_end": fi.end, **fi.params}
-    files = snap.run(
-        "SELECT p.name, p.rows FROM event_parts p LEFT JOIN event_part_layout l USING (name) "
-        f"WHERE (l.project_id = {fi.project} OR l.project_id IS NULL) AND (p.min_timestamp IS NULL "
-        "OR p.max_timestamp IS NULL OR (p.min_timestamp <= $fv_end AND p.max_timestamp >= $fv_start))", params)
+    files = [(name, n) for name, n, _ in snap.run(parts_in_range_sql(fi.project, "$fv_start", "$fv_end"), params)]
     root = snap.parts_dir
     paths = [str(root / name) for name, _ in files]
     rows = sum(int(n or 0) for _, n in files)

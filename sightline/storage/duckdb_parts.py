@@ -77,6 +77,17 @@ def actors_path(part: Path) -> Path:
     return part.with_name(part.name + ACTORS_SUFFIX)
 
 
+def parts_in_range_sql(project: str, start: str, end: str) -> str:
+    """``(name, rows, inside)`` of the registered part files that may hold the project's rows
+    between ``start`` and ``end`` (SQL expressions, e.g. bound parameters); ``inside``: the file
+    is the project's, lies wholly inside the range and has its actors file registered."""
+    return ("SELECT p.name, p.rows, coalesce(l.actors AND l.project_id = " + project + " AND p.min_timestamp >= "
+            + start + " AND p.max_timestamp <= " + end + ", false) FROM event_parts p LEFT JOIN event_part_layout l "
+            "USING (name) WHERE (l.project_id = " + project + " OR l.project_id IS NULL) AND (p.min_timestamp IS NULL "
+            "OR p.max_timestamp IS NULL OR (p.min_timestamp <= " + end + " AND p.max_timestamp >= " + start + ")) "
+            "ORDER BY p.name")
+
+
 @dataclass
 class PartFile:
     name: str                    # path relative to parts/
